@@ -1,0 +1,287 @@
+//! The replay buffer: recent events, bounded by count, bytes and age, and the resume rules.
+//!
+//! Theory of operation: events enter at the back in sequence order and leave from the front,
+//! so what has left is always a prefix of the stream. Two high-water marks remember the
+//! newest event that left by size (`last_evicted`) and by age (`last_expired`); with them the
+//! buffer answers "is any event after X gone, and why?" in O(1), which is all the resume
+//! rules need. Heartbeats take a `seq` but are never stored, so they can never be missing.
+
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
+
+use crate::event::{Epoch, EventId, Seq, SequencedEvent};
+
+/// Why a client must refetch state instead of resuming (`resync_required`'s `reason`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum ResyncReason {
+    /// The anchor is not of the form `<8 hex>-<seq>`.
+    Invalid,
+    /// The anchor is from another run of the hub (a restart).
+    UnknownEpoch,
+    /// The anchor's seq is beyond the newest frame.
+    Ahead,
+    /// An event after the anchor was pushed out by the buffer's size, or replay is off.
+    Evicted,
+    /// Events after the anchor are older than the replay TTL.
+    Expired,
+}
+
+impl ResyncReason {
+    /// Every reason, in the contract's order of precedence.
+    pub const ALL: [ResyncReason; 5] = [
+        ResyncReason::Invalid,
+        ResyncReason::UnknownEpoch,
+        ResyncReason::Ahead,
+        ResyncReason::Evicted,
+        ResyncReason::Expired,
+    ];
+
+    /// The wire name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ResyncReason::Invalid => "invalid",
+            ResyncReason::UnknownEpoch => "unknown_epoch",
+            ResyncReason::Ahead => "ahead",
+            ResyncReason::Evicted => "evicted",
+            ResyncReason::Expired => "expired",
+        }
+    }
+}
+
+/// Where a new connection starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Resume {
+    /// Sent first when the anchor cannot be honoured without a gap.
+    pub(crate) resync: Option<ResyncReason>,
+    /// Replay every buffered event with a greater seq.
+    pub(crate) after: Seq,
+}
+
+struct Entry {
+    event: SequencedEvent,
+    at: Instant,
+}
+
+/// Recent events for replay.
+pub(crate) struct ReplayBuffer {
+    entries: VecDeque<Entry>,
+    bytes: usize,
+    max_len: usize,
+    max_bytes: usize,
+    ttl: Duration,
+    /// The newest seq pushed out by size (or never stored); `Seq(0)` if none.
+    last_evicted: Seq,
+    /// The newest seq dropped for age; `Seq(0)` if none.
+    last_expired: Seq,
+}
+
+impl ReplayBuffer {
+    pub(crate) fn new(max_len: usize, max_bytes: usize, ttl: Duration) -> ReplayBuffer {
+        ReplayBuffer {
+            entries: VecDeque::with_capacity(max_len.min(1024)),
+            bytes: 0,
+            max_len,
+            max_bytes,
+            ttl,
+            last_evicted: Seq(0),
+            last_expired: Seq(0),
+        }
+    }
+
+    /// Stores an event, evicting the oldest to stay within count and bytes. An event that
+    /// cannot fit at all empties the buffer and is itself counted as evicted.
+    pub(crate) fn push(&mut self, now: Instant, event: SequencedEvent) {
+        let size = event.frame().len();
+        if self.max_len == 0 || size > self.max_bytes {
+            while self.evict_front() {}
+            self.last_evicted = event.id().seq;
+            return;
+        }
+        while self.entries.len() >= self.max_len || self.bytes + size > self.max_bytes {
+            self.evict_front();
+        }
+        self.bytes += size;
+        self.entries.push_back(Entry { event, at: now });
+    }
+
+    /// Drops events older than the TTL.
+    pub(crate) fn prune(&mut self, now: Instant) {
+        while let Some(front) = self.entries.front() {
+            if now.saturating_duration_since(front.at) < self.ttl {
+                break;
+            }
+            let entry = self.entries.pop_front().expect("front exists");
+            self.bytes -= entry.event.frame().len();
+            self.last_expired = entry.event.id().seq;
+        }
+    }
+
+    /// Where a connection with this raw anchor starts (contract §5, "Anchors").
+    pub(crate) fn resume(&self, anchor: Option<&str>, epoch: Epoch, newest: Seq) -> Resume {
+        let Some(raw) = anchor else {
+            return Resume { resync: None, after: newest };
+        };
+        let resync = |reason| Resume { resync: Some(reason), after: Seq(0) };
+        let Some(EventId { epoch: anchor_epoch, seq }) = EventId::parse(raw) else {
+            return resync(ResyncReason::Invalid);
+        };
+        if anchor_epoch != epoch {
+            return resync(ResyncReason::UnknownEpoch);
+        }
+        if seq > newest {
+            return resync(ResyncReason::Ahead);
+        }
+        match self.lost_after(seq) {
+            Some(reason) => resync(reason),
+            None => Resume { resync: None, after: seq },
+        }
+    }
+
+    /// Whether some event after `seq` has left the buffer, and why (size before age).
+    pub(crate) fn lost_after(&self, seq: Seq) -> Option<ResyncReason> {
+        if self.last_evicted > seq {
+            Some(ResyncReason::Evicted)
+        } else if self.last_expired > seq {
+            Some(ResyncReason::Expired)
+        } else {
+            None
+        }
+    }
+
+    /// The oldest buffered event after `seq`.
+    pub(crate) fn next_after(&self, seq: Seq) -> Option<&SequencedEvent> {
+        let index = self.entries.partition_point(|e| e.event.id().seq <= seq);
+        self.entries.get(index).map(|e| &e.event)
+    }
+
+    /// How many events are buffered (some may be past their TTL until the next prune).
+    pub(crate) fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Bytes of the buffered frames.
+    pub(crate) fn bytes(&self) -> usize {
+        self.bytes
+    }
+
+    /// How many buffered events are still within their TTL at `now`.
+    pub(crate) fn fresh_len(&self, now: Instant) -> usize {
+        let stale = self.entries.partition_point(|e| now.saturating_duration_since(e.at) >= self.ttl);
+        self.entries.len() - stale
+    }
+
+    fn evict_front(&mut self) -> bool {
+        match self.entries.pop_front() {
+            Some(entry) => {
+                self.bytes -= entry.event.frame().len();
+                self.last_evicted = entry.event.id().seq;
+                true
+            }
+            None => false,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::{Event, EventType, Timestamp};
+
+    const EPOCH: Epoch = Epoch(0xabcd_ef01);
+
+    fn event(seq: u64) -> SequencedEvent {
+        let at = Timestamp::new(time::OffsetDateTime::UNIX_EPOCH);
+        Event::new(EventType::new("e").unwrap()).sequence(EventId { epoch: EPOCH, seq: Seq(seq) }, at)
+    }
+
+    fn seqs_after(buffer: &ReplayBuffer, mut seq: Seq) -> Vec<u64> {
+        let mut out = Vec::new();
+        while let Some(e) = buffer.next_after(seq) {
+            seq = e.id().seq;
+            out.push(seq.0);
+        }
+        out
+    }
+
+    fn anchor(seq: u64) -> String {
+        EventId { epoch: EPOCH, seq: Seq(seq) }.to_string()
+    }
+
+    #[test]
+    fn fifo_eviction_keeps_the_newest() {
+        let now = Instant::now();
+        let mut buffer = ReplayBuffer::new(3, usize::MAX, Duration::from_secs(60));
+        for seq in 1..=5 {
+            buffer.push(now, event(seq));
+        }
+        assert_eq!(seqs_after(&buffer, Seq(0)), [3, 4, 5]);
+        assert_eq!(buffer.resume(Some(&anchor(1)), EPOCH, Seq(5)).resync, Some(ResyncReason::Evicted));
+        // The anchor itself was evicted, but every later event is buffered: no resync.
+        assert_eq!(buffer.resume(Some(&anchor(2)), EPOCH, Seq(5)), Resume { resync: None, after: Seq(2) });
+    }
+
+    #[test]
+    fn memory_stays_bounded_after_many_events() {
+        let now = Instant::now();
+        let mut buffer = ReplayBuffer::new(200, usize::MAX, Duration::from_secs(60));
+        for seq in 1..=1000 {
+            buffer.push(now, event(seq));
+        }
+        assert_eq!(buffer.len(), 200);
+        assert_eq!(seqs_after(&buffer, Seq(0)).first(), Some(&801));
+    }
+
+    #[test]
+    fn byte_cap_evicts_and_oversized_events_are_never_stored() {
+        let now = Instant::now();
+        let size = event(1).frame().len();
+        let mut buffer = ReplayBuffer::new(100, size * 2, Duration::from_secs(60));
+        for seq in 1..=3 {
+            buffer.push(now, event(seq));
+        }
+        assert_eq!(seqs_after(&buffer, Seq(0)), [2, 3]);
+        assert!(buffer.bytes() <= size * 2);
+        let mut tiny = ReplayBuffer::new(100, size - 1, Duration::from_secs(60));
+        tiny.push(now, event(1));
+        assert_eq!(tiny.len(), 0);
+        assert_eq!(tiny.lost_after(Seq(0)), Some(ResyncReason::Evicted));
+    }
+
+    #[test]
+    fn size_zero_disables_replay() {
+        let now = Instant::now();
+        let mut buffer = ReplayBuffer::new(0, usize::MAX, Duration::from_secs(60));
+        buffer.push(now, event(1));
+        assert_eq!(buffer.len(), 0);
+        assert_eq!(buffer.resume(Some(&anchor(1)), EPOCH, Seq(1)).resync, None);
+        buffer.push(now, event(2));
+        assert_eq!(buffer.resume(Some(&anchor(1)), EPOCH, Seq(2)).resync, Some(ResyncReason::Evicted));
+    }
+
+    #[test]
+    fn ttl_expires_old_events() {
+        let start = Instant::now();
+        let mut buffer = ReplayBuffer::new(10, usize::MAX, Duration::from_secs(60));
+        buffer.push(start, event(1));
+        buffer.push(start + Duration::from_secs(30), event(2));
+        assert_eq!(buffer.fresh_len(start + Duration::from_secs(61)), 1);
+        buffer.prune(start + Duration::from_secs(61));
+        assert_eq!(seqs_after(&buffer, Seq(0)), [2]);
+        assert_eq!(buffer.resume(Some(&anchor(1)), EPOCH, Seq(2)).resync, None);
+        buffer.push(start + Duration::from_secs(62), event(3));
+        buffer.prune(start + Duration::from_secs(91));
+        let stale = buffer.resume(Some(&anchor(1)), EPOCH, Seq(3));
+        assert_eq!(stale, Resume { resync: Some(ResyncReason::Expired), after: Seq(0) });
+    }
+
+    #[test]
+    fn anchor_reasons_in_precedence_order() {
+        let buffer = ReplayBuffer::new(10, usize::MAX, Duration::from_secs(60));
+        let reason = |a: &str| buffer.resume(Some(a), EPOCH, Seq(5)).resync;
+        assert_eq!(reason("garbage"), Some(ResyncReason::Invalid));
+        assert_eq!(reason("00000000-1"), Some(ResyncReason::UnknownEpoch));
+        assert_eq!(reason(&anchor(6)), Some(ResyncReason::Ahead));
+        assert_eq!(reason(&anchor(5)), None);
+        assert_eq!(buffer.resume(None, EPOCH, Seq(5)), Resume { resync: None, after: Seq(5) });
+    }
+}

@@ -1,0 +1,395 @@
+//! A deterministic simulation of the hub and its clients, for tests and fuzzers.
+//!
+//! [`Sim`] owns a [`Hub`], a simulated clock and a model of every client: what it received,
+//! what its writer still holds, whether it was closed. Every output goes through
+//! [`Sim::drain`], which checks the hub's promises as it applies them and records a
+//! transcript (`+1500ms send c1 heartbeat 3`), so tests read like timelines and two runs of
+//! the same history can be compared line by line.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::fmt::Write as _;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use serde_json::Value;
+
+use crate::{
+    decide, CloseCode, ConnId, ConnParams, Decision, DisconnectCause, Epoch, Event, EventId, EventType,
+    HandshakeRequest, Hub, HubConfig, Input, Output,
+};
+
+/// The epoch every simulation uses unless told otherwise.
+pub const SIM_EPOCH: Epoch = Epoch(0x5eed_0001);
+
+/// A simulated hub with its clients and clock.
+pub struct Sim {
+    /// The hub under test.
+    pub hub: Hub,
+    /// When the simulation began.
+    pub start: Instant,
+    /// The simulated time.
+    pub now: Instant,
+    /// Every client, also after it was removed.
+    pub clients: BTreeMap<ConnId, Client>,
+    /// Every event published, in order: its seq and type.
+    pub published: Vec<(u64, String)>,
+    /// One line per output, as offsets from `start`.
+    pub transcript: Vec<String>,
+    /// Promises the hub broke, in order; empty in a correct run.
+    pub violations: Vec<String>,
+    /// Whether clients read promptly: after each drain, every client that is not stalled
+    /// reports its frames flushed.
+    pub auto_flush: bool,
+    /// Heartbeat ticks seen: the seq of each heartbeat.
+    pub heartbeats: Vec<u64>,
+}
+
+/// What one simulated client has seen.
+#[derive(Debug, Default)]
+pub struct Client {
+    /// Frames received, in order.
+    pub frames: Vec<Frame>,
+    /// Pings received.
+    pub pings: usize,
+    /// The close the hub sent, if any.
+    pub closed: Option<(CloseCode, String)>,
+    /// Whether the hub aborted the socket.
+    pub aborted: bool,
+    /// Whether the hub has forgotten the connection (disconnected or aborted).
+    pub removed: bool,
+    /// A stalled client reads nothing: its frames stay queued.
+    pub stalled: bool,
+    /// A responsive client answers every ping at once.
+    pub responsive: bool,
+    /// The last time the client showed life.
+    pub last_life: Option<Instant>,
+    /// When it was accepted.
+    pub accepted_at: Option<Instant>,
+    /// The hub's newest seq when it was accepted.
+    pub accepted_after: u64,
+    /// Bytes of frames written to the socket but not yet flushed by the client, in order; a
+    /// ping is 0 bytes.
+    pub unflushed: VecDeque<usize>,
+}
+
+/// A frame a client received, decoded.
+#[derive(Debug, Clone)]
+pub struct Frame {
+    /// The raw bytes.
+    pub raw: Bytes,
+    /// `type`.
+    pub event_type: String,
+    /// `event_id`, for stream frames.
+    pub id: Option<EventId>,
+    /// `payload`.
+    pub payload: Value,
+    /// `correlation_id`.
+    pub correlation_id: Option<String>,
+}
+
+impl Client {
+    /// The stream frames (events and heartbeats), in order.
+    pub fn stream(&self) -> impl Iterator<Item = &Frame> {
+        self.frames.iter().filter(|f| f.id.is_some())
+    }
+
+    /// Received frames of this type.
+    pub fn of_type<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a Frame> + 'a {
+        self.frames.iter().filter(move |f| f.event_type == name)
+    }
+
+    /// The seqs of received events (not heartbeats), in order.
+    pub fn event_seqs(&self) -> Vec<u64> {
+        self.stream().filter(|f| f.event_type != "heartbeat").map(|f| f.id.expect("stream").seq.0).collect()
+    }
+
+    /// Whether the hub closed or aborted it.
+    pub fn is_closed(&self) -> bool {
+        self.closed.is_some() || self.aborted
+    }
+}
+
+impl Sim {
+    /// A simulation of a hub with this configuration whose clock starts at `start` (any
+    /// instant: only offsets from it are ever shown).
+    pub fn new(config: HubConfig, start: Instant) -> Sim {
+        Sim::with_epoch(config, SIM_EPOCH, start)
+    }
+
+    /// The same, with a given epoch (a "restarted" hub).
+    pub fn with_epoch(config: HubConfig, epoch: Epoch, start: Instant) -> Sim {
+        let wall = time::macros::datetime!(2026-04-26 17:00:00 UTC);
+        Sim {
+            hub: Hub::new(config, epoch, start, wall),
+            start,
+            now: start,
+            clients: BTreeMap::new(),
+            published: Vec::new(),
+            transcript: Vec::new(),
+            violations: Vec::new(),
+            auto_flush: true,
+            heartbeats: Vec::new(),
+        }
+    }
+
+    /// Milliseconds since the start.
+    pub fn elapsed_ms(&self) -> u128 {
+        self.now.duration_since(self.start).as_millis()
+    }
+
+    /// Connects a client with this query string (`""` for none); panics unless accepted.
+    pub fn connect(&mut self, query: &str) -> ConnId {
+        let request = HandshakeRequest { query: Some(query), ..Default::default() };
+        match decide(self.hub.config(), &request, true) {
+            Decision::Accept(params) => self.accept(params),
+            other => panic!("handshake {query:?} not accepted: {other:?}"),
+        }
+    }
+
+    /// Registers a client with these parameters.
+    pub fn accept(&mut self, params: ConnParams) -> ConnId {
+        let accepted_after = self.hub.last_seq().0;
+        let id = self.hub.accept(self.now, params);
+        let client = self.clients.entry(id).or_default();
+        client.last_life = Some(self.now);
+        client.accepted_at = Some(self.now);
+        client.accepted_after = accepted_after;
+        self.line(format_args!("accept {id}"));
+        self.drain();
+        id
+    }
+
+    /// Publishes an event of this type and payload (`{}` if `None`).
+    pub fn publish(&mut self, name: &str, payload: Option<Value>) -> EventId {
+        let mut event = Event::new(EventType::new(name).expect("valid type"));
+        if let Some(Value::Object(map)) = payload {
+            event = event.with_payload(map);
+        }
+        let id = self.hub.publish(self.now, event).expect("hub accepts events");
+        self.published.push((id.seq.0, name.to_owned()));
+        self.line(format_args!("publish {name} {}", id.seq.0));
+        self.drain();
+        id
+    }
+
+    /// The client sends a text message.
+    pub fn send_text(&mut self, conn: ConnId, text: &str) {
+        self.input(Input::Text { conn, text: Bytes::copy_from_slice(text.as_bytes()) });
+    }
+
+    /// Feeds one input (and records the sign of life it stands for).
+    pub fn input(&mut self, input: Input) {
+        if let Input::Text { conn, .. } | Input::Binary { conn } | Input::Alive { conn } | Input::Violation { conn, .. } = &input {
+            if let Some(client) = self.clients.get_mut(conn) {
+                if !client.is_closed() {
+                    client.last_life = Some(self.now);
+                }
+            }
+        }
+        self.hub.handle_input(self.now, input);
+        self.drain();
+    }
+
+    /// The client's socket ends (it closed, or the adapter finished the hub's close).
+    pub fn disconnect(&mut self, conn: ConnId, cause: DisconnectCause) {
+        if let Some(client) = self.clients.get_mut(&conn) {
+            client.removed = true;
+            client.unflushed.clear();
+        }
+        self.line(format_args!("disconnect {conn}"));
+        self.input(Input::Disconnected { conn, cause });
+    }
+
+    /// The client stops reading (or starts again).
+    pub fn stall(&mut self, conn: ConnId, stalled: bool) {
+        if let Some(client) = self.clients.get_mut(&conn) {
+            client.stalled = stalled;
+        }
+        if !stalled {
+            self.drain();
+        }
+    }
+
+    /// Makes a client answer every ping at once (or stop doing so).
+    pub fn set_responsive(&mut self, conn: ConnId, responsive: bool) {
+        if let Some(client) = self.clients.get_mut(&conn) {
+            client.responsive = responsive;
+        }
+    }
+
+    /// Reports everything queued to `conn` as written.
+    pub fn flush(&mut self, conn: ConnId) {
+        let Some(client) = self.clients.get_mut(&conn) else { return };
+        if client.unflushed.is_empty() || client.removed {
+            return;
+        }
+        let frames = client.unflushed.len();
+        let bytes = client.unflushed.drain(..).sum();
+        self.hub.handle_input(self.now, Input::Flushed { conn, frames, bytes });
+        self.drain();
+    }
+
+    /// Moves the clock forward by `by`, firing every timer due on the way, in order.
+    pub fn advance(&mut self, by: Duration) {
+        let target = self.now + by;
+        while let Some(due) = self.hub.poll_timeout().filter(|due| *due <= target) {
+            self.now = self.now.max(due);
+            self.hub.handle_timeout(self.now);
+            self.drain();
+        }
+        self.now = target;
+    }
+
+    /// Jumps to the next timer and fires it; `false` if none is set.
+    pub fn step(&mut self) -> bool {
+        let Some(due) = self.hub.poll_timeout() else { return false };
+        self.now = self.now.max(due);
+        self.hub.handle_timeout(self.now);
+        self.drain();
+        true
+    }
+
+    /// Takes every output from the hub, checks it, and applies it to the client models; with
+    /// `auto_flush`, flushes clients that read until nothing changes.
+    pub fn drain(&mut self) {
+        loop {
+            while let Some(output) = self.hub.poll_output() {
+                self.apply(output);
+            }
+            if !self.auto_flush {
+                return;
+            }
+            let readers: Vec<ConnId> = self
+                .clients
+                .iter()
+                .filter(|(_, c)| !c.stalled && !c.removed && !c.unflushed.is_empty())
+                .map(|(id, _)| *id)
+                .collect();
+            if readers.is_empty() {
+                return;
+            }
+            for conn in readers {
+                let client = self.clients.get_mut(&conn).expect("listed");
+                let frames = client.unflushed.len();
+                let bytes = client.unflushed.drain(..).sum();
+                self.hub.handle_input(self.now, Input::Flushed { conn, frames, bytes });
+            }
+        }
+    }
+
+    /// Lines of the transcript, joined.
+    pub fn transcript(&self) -> String {
+        self.transcript.join("\n")
+    }
+
+    /// Panics with every violation found so far.
+    pub fn assert_clean(&self) {
+        assert!(self.violations.is_empty(), "hub broke its promises:\n{}", self.violations.join("\n"));
+    }
+
+    fn apply(&mut self, output: Output) {
+        let max_queued = self.hub.max_queued_outputs();
+        let now = self.now;
+        let conn = match &output {
+            Output::Send { conn, .. } | Output::Ping { conn } | Output::Close { conn, .. } | Output::Abort { conn } => *conn,
+        };
+        let Some(client) = self.clients.get_mut(&conn) else {
+            self.violations.push(format!("output for a connection never accepted: {output:?}"));
+            return;
+        };
+        if client.removed || (client.closed.is_some() && !matches!(output, Output::Abort { .. })) {
+            self.violations.push(format!("output after close or removal: {output:?}"));
+        }
+        let mut line = String::new();
+        let mut answer_ping = false;
+        match output {
+            Output::Send { frame, .. } => {
+                client.unflushed.push_back(frame.len());
+                match decode(&frame) {
+                    Ok(decoded) => {
+                        if let Some(id) = decoded.id {
+                            if let Some(prev) = client.stream().last().and_then(|f| f.id) {
+                                if id.seq <= prev.seq {
+                                    self.violations.push(format!("{conn}: seq {} after {}", id.seq.0, prev.seq.0));
+                                }
+                            }
+                        }
+                        let _ = write!(line, "send {conn} {}", decoded.event_type);
+                        if let Some(id) = decoded.id {
+                            let _ = write!(line, " {}", id.seq.0);
+                            if decoded.event_type == "heartbeat" && self.heartbeats.last() != Some(&id.seq.0) {
+                                self.heartbeats.push(id.seq.0);
+                            }
+                        }
+                        client.frames.push(decoded);
+                    }
+                    Err(why) => self.violations.push(format!("{conn}: bad frame {why}: {frame:?}")),
+                }
+            }
+            Output::Ping { .. } => {
+                client.unflushed.push_back(0);
+                client.pings += 1;
+                answer_ping = client.responsive;
+                let _ = write!(line, "ping {conn}");
+            }
+            Output::Close { code, reason, .. } => {
+                client.closed = Some((code, reason.to_owned()));
+                let _ = write!(line, "close {conn} {code} {reason}");
+            }
+            Output::Abort { .. } => {
+                client.aborted = true;
+                client.removed = true;
+                client.unflushed.clear();
+                let _ = write!(line, "abort {conn}");
+            }
+        }
+        if client.unflushed.len() > max_queued {
+            self.violations.push(format!("{conn}: {} outputs unflushed, limit {max_queued}", client.unflushed.len()));
+        }
+        if answer_ping {
+            client.last_life = Some(now);
+            self.hub.handle_input(now, Input::Alive { conn });
+        }
+        self.line(format_args!("{line}"));
+    }
+
+    fn line(&mut self, what: std::fmt::Arguments<'_>) {
+        let line = format!("+{}ms {what}", self.elapsed_ms());
+        self.transcript.push(line);
+    }
+}
+
+/// Decodes an envelope and checks its shape: five keys in contract order, a valid timestamp
+/// shape, and an `event_id` that is null exactly on control frames.
+pub fn decode(frame: &[u8]) -> Result<Frame, String> {
+    let value: Value = serde_json::from_slice(frame).map_err(|e| e.to_string())?;
+    let object = value.as_object().ok_or("not an object")?;
+    let keys: Vec<&str> = object.keys().map(String::as_str).collect();
+    if keys != ["type", "payload", "correlation_id", "timestamp", "event_id"] {
+        return Err(format!("keys {keys:?}"));
+    }
+    let event_type = object["type"].as_str().ok_or("type")?.to_owned();
+    let timestamp = object["timestamp"].as_str().ok_or("timestamp")?;
+    if timestamp.len() != 32 || !timestamp.ends_with("+00:00") || timestamp.as_bytes()[19] != b'.' {
+        return Err(format!("timestamp {timestamp}"));
+    }
+    if !object["payload"].is_object() {
+        return Err("payload".into());
+    }
+    let id = match &object["event_id"] {
+        Value::Null => None,
+        Value::String(id) => Some(EventId::parse(id).ok_or("event_id")?),
+        _ => return Err("event_id".into()),
+    };
+    let control = ["pong", "subscribed", "error", "resync_required"].contains(&event_type.as_str());
+    if control == id.is_some() {
+        return Err(format!("{event_type} with event_id {id:?}"));
+    }
+    Ok(Frame {
+        raw: Bytes::copy_from_slice(frame),
+        event_type,
+        id,
+        payload: object["payload"].clone(),
+        correlation_id: object["correlation_id"].as_str().map(str::to_owned),
+    })
+}
