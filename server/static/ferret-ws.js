@@ -189,15 +189,26 @@ export class FerretClient extends EventTarget {
     const t = options.timers ?? {};
     this._timers = {
       setTimeout: t.setTimeout ?? ((fn, ms) => globalThis.setTimeout(fn, ms)),
-      clearTimeout: t.clearTimeout ?? ((id) => globalThis.clearTimeout(id)),
+      clearTimeout: t.clearTimeout ?? ((/** @type {any} */ id) => globalThis.clearTimeout(id)),
       setInterval: t.setInterval ?? ((fn, ms) => globalThis.setInterval(fn, ms)),
-      clearInterval: t.clearInterval ?? ((id) => globalThis.clearInterval(id)),
+      clearInterval: t.clearInterval ?? ((/** @type {any} */ id) => globalThis.clearInterval(id)),
     };
     this._WebSocket = options.WebSocket ?? globalThis.WebSocket;
     this._window = options.window !== undefined ? options.window : globalThis.window;
     this._document = options.document !== undefined ? options.document : globalThis.document;
     this._fatalCodes = new Set(options.fatalCodes ?? DEFAULT_FATAL_CODES);
     this._baseUrl = resolveWsUrl(options.url);
+    this.connectTimeoutMs = options.connectTimeoutMs ?? 10000;
+    this.backoffBaseMs = options.backoffBaseMs ?? 500;
+    this.backoffCapMs = options.backoffCapMs ?? 30000;
+    this.stableAfterMs = options.stableAfterMs ?? 10000;
+    this.maxAttempts = options.maxAttempts ?? Infinity;
+    // Set for real by setHeartbeatInterval below.
+    this.heartbeatIntervalMs = 30000;
+    this.watchdogGraceMs = 15000;
+    this.watchdogCheckMs = 1000;
+    /** @type {unknown} */
+    this._checkTimer = null;
     this.setHeartbeatInterval(options.heartbeatIntervalMs ?? 30000, options.watchdogGraceMs);
 
     /** @type {any} */
@@ -206,8 +217,8 @@ export class FerretClient extends EventTarget {
     this._openedAt = null;        // when the current socket opened (null: not open)
     this._lastFrameAt = 0;        // wall-clock time of the last frame (or open)
     this._retryAt = null;         // wall-clock time of the next attempt (reconnecting)
+    /** @type {unknown} */
     this._retryTimer = null;
-    this._checkTimer = null;
     /** @type {{resolve: (f: Frame) => void, reject: (e: Error) => void}[]} */
     this._pendingPings = [];
     this._listening = false;
@@ -228,12 +239,7 @@ export class FerretClient extends EventTarget {
     this.heartbeatIntervalMs = intervalMs;
     this.watchdogGraceMs = graceMs ?? o.watchdogGraceMs ?? Math.max(2000, intervalMs / 2);
     this.watchdogCheckMs = o.watchdogCheckMs ?? Math.min(1000, Math.max(50, intervalMs / 2));
-    this.connectTimeoutMs = o.connectTimeoutMs ?? 10000;
-    this.backoffBaseMs = o.backoffBaseMs ?? 500;
-    this.backoffCapMs = o.backoffCapMs ?? 30000;
-    this.stableAfterMs = o.stableAfterMs ?? 10000;
-    this.maxAttempts = o.maxAttempts ?? Infinity;
-    if (this._checkTimer !== null && this._checkTimer !== undefined) {
+    if (this._checkTimer !== null) {
       this._stopChecks();
       this._startChecks();
     }
@@ -365,7 +371,7 @@ export class FerretClient extends EventTarget {
       ws = new this._WebSocket(url);
     } catch (err) {
       // A URL the constructor refuses will not get better by retrying.
-      this._setState('failed', { reason: String(err && err.message || err), cause: 'invalid-url' });
+      this._setState('failed', { reason: String(err instanceof Error ? err.message : err), cause: 'invalid-url' });
       this._stopChecks();
       this._listen(false);
       return;
@@ -572,12 +578,12 @@ export class FerretClient extends EventTarget {
   }
 
   _startChecks() {
-    if (this._checkTimer !== null && this._checkTimer !== undefined) return;
+    if (this._checkTimer !== null) return;
     this._checkTimer = this._timers.setInterval(() => this._check(), this.watchdogCheckMs);
   }
 
   _stopChecks() {
-    if (this._checkTimer !== null && this._checkTimer !== undefined) {
+    if (this._checkTimer !== null) {
       this._timers.clearInterval(this._checkTimer);
     }
     this._checkTimer = null;

@@ -417,3 +417,30 @@ test('url: token, anchor and types go in the query; http is mapped to ws', () =>
   assert.throws(() => new FerretClient({ WebSocket: FakeWebSocket }), /no url/);
   assert.equal(sockets.length, 0, 'the constructor does not connect');
 });
+
+test('setHeartbeatInterval: the watchdog follows the hub interval given later', () => {
+  const { time, client, states, last } = setup({ heartbeatIntervalMs: 30000, watchdogGraceMs: undefined });
+  assert.equal(client.watchdogTimeoutMs, 45000);
+  client.connect();
+  last().serverOpen();
+  client.setHeartbeatInterval(1000); // e.g. from GET /health/ready heartbeat_interval_ms
+  assert.equal(client.watchdogTimeoutMs, 3000);
+  time.advance(3500);
+  assert.ok(states.some((s) => s.cause === 'watchdog'));
+});
+
+test('reconnect(): drops the socket, resumes from the anchor, and does not grow the backoff', () => {
+  const { time, client, sockets, last, params } = setup();
+  client.connect();
+  last().serverOpen();
+  const e = ev('demo.x');
+  last().serverSend(e);
+  const first = last();
+  client.reconnect({ delayMs: 100 });
+  assert.ok(first.closedWith);
+  assert.equal(client.state, 'reconnecting');
+  time.advance(100);
+  assert.equal(sockets.length, 2);
+  assert.equal(params().get('last_event_id'), e.event_id);
+  assert.equal(client.attempt, 0);
+});

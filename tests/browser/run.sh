@@ -10,13 +10,15 @@ set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 repo="$(cd "$here/../.." && pwd)"
-cd "$here"
 
-export FERRET_WS_BIN="${FERRET_WS_BIN:-$repo/target/debug/ferret-ws}"
+# A relative FERRET_WS_BIN is taken relative to the caller's directory.
+FERRET_WS_BIN="${FERRET_WS_BIN:-$repo/target/debug/ferret-ws}"
 case "$FERRET_WS_BIN" in
   /*) ;;
   *) FERRET_WS_BIN="$(pwd)/$FERRET_WS_BIN" ;;
 esac
+export FERRET_WS_BIN
+cd "$here"
 
 if [ ! -x /usr/bin/chromium ]; then
   echo "run.sh: installing chromium from Debian" >&2
