@@ -75,10 +75,19 @@ mod tests {
 
     #[test]
     fn local_only_codes_are_not_sendable() {
-        for code in [CloseCode::NO_STATUS, CloseCode::ABNORMAL, CloseCode(1015), CloseCode(999)] {
+        for code in [
+            CloseCode::NO_STATUS,
+            CloseCode::ABNORMAL,
+            CloseCode(1015),
+            CloseCode(999),
+        ] {
             assert!(!code.is_sendable(), "{code}");
         }
-        for code in [CloseCode::GOING_AWAY, CloseCode::SLOW_CONSUMER, CloseCode::RATE_LIMITED] {
+        for code in [
+            CloseCode::GOING_AWAY,
+            CloseCode::SLOW_CONSUMER,
+            CloseCode::RATE_LIMITED,
+        ] {
             assert!(code.is_sendable(), "{code}");
         }
     }

@@ -95,7 +95,9 @@ accessors! {
 impl HubConfig {
     /// A builder holding the defaults.
     pub fn builder() -> HubConfigBuilder {
-        HubConfigBuilder { config: HubConfig::default() }
+        HubConfigBuilder {
+            config: HubConfig::default(),
+        }
     }
 
     /// Which browser origins may connect (default: the server's own).
@@ -195,7 +197,10 @@ mod tests {
         assert_eq!(c.max_connections(), 10_000);
         assert_eq!(c.max_client_message(), 4096);
         assert_eq!((c.client_rate(), c.client_burst()), (20, 40));
-        assert_eq!((c.send_queue_frames(), c.send_queue_bytes()), (256, 1 << 20));
+        assert_eq!(
+            (c.send_queue_frames(), c.send_queue_bytes()),
+            (256, 1 << 20)
+        );
         assert_eq!(c.shutdown_grace(), Duration::from_secs(5));
         assert_eq!(c.allowed_origins(), &OriginPolicy::Own);
     }
@@ -210,7 +215,10 @@ mod tests {
             .build()
             .unwrap_err();
         assert_eq!(err, ConfigError::LivenessNotAfterHeartbeat);
-        let err = HubConfig::builder().token(Some(String::new())).build().unwrap_err();
+        let err = HubConfig::builder()
+            .token(Some(String::new()))
+            .build()
+            .unwrap_err();
         assert_eq!(err, ConfigError::EmptyToken);
         assert!(HubConfig::builder().replay_buffer_size(0).build().is_ok());
     }

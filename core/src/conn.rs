@@ -115,7 +115,10 @@ mod tests {
         assert!(limiter.allow(t0 + Duration::from_millis(50), 20, 40));
         // After a quiet second the bucket holds 20 more.
         let later = t0 + Duration::from_millis(1050);
-        assert_eq!((0..100).filter(|_| limiter.allow(later, 20, 40)).count(), 20);
+        assert_eq!(
+            (0..100).filter(|_| limiter.allow(later, 20, 40)).count(),
+            20
+        );
     }
 
     #[test]

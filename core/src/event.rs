@@ -51,7 +51,9 @@ pub fn is_valid_type_name(name: &str) -> bool {
     let bytes = name.as_bytes();
     matches!(bytes.first(), Some(b'a'..=b'z'))
         && bytes.len() <= MAX_TYPE_LEN
-        && bytes[1..].iter().all(|b| matches!(b, b'a'..=b'z' | b'0'..=b'9' | b'_' | b'.'))
+        && bytes[1..]
+            .iter()
+            .all(|b| matches!(b, b'a'..=b'z' | b'0'..=b'9' | b'_' | b'.'))
 }
 
 /// A validated event type name.
@@ -180,7 +182,11 @@ impl Timestamp {
 
     /// The time `elapsed` after this one (saturating at the calendar's end).
     pub fn after(self, elapsed: Duration) -> Timestamp {
-        Timestamp(self.0.checked_add(elapsed.try_into().unwrap_or(time::Duration::MAX)).unwrap_or(self.0))
+        Timestamp(
+            self.0
+                .checked_add(elapsed.try_into().unwrap_or(time::Duration::MAX))
+                .unwrap_or(self.0),
+        )
     }
 
     /// Appends `2026-04-26T17:24:55.055181+00:00`, always in this shape.
@@ -225,7 +231,11 @@ pub struct Event {
 impl Event {
     /// An event with an empty payload and no correlation id.
     pub fn new(event_type: EventType) -> Event {
-        Event { event_type, payload: Map::new(), correlation_id: None }
+        Event {
+            event_type,
+            payload: Map::new(),
+            correlation_id: None,
+        }
     }
 
     /// Sets the payload object.
@@ -267,7 +277,11 @@ impl Event {
             at,
             Some(id),
         );
-        SequencedEvent { id, event_type: self.event_type, frame }
+        SequencedEvent {
+            id,
+            event_type: self.event_type,
+            frame,
+        }
     }
 }
 
@@ -332,7 +346,11 @@ pub(crate) fn encode_envelope(
 
 /// Encodes a control frame (`pong`, `subscribed`, `error`, `resync_required`): not part of the
 /// stream, so its `event_id` is null.
-pub(crate) fn encode_control(event_type: &str, payload: Map<String, Value>, at: Timestamp) -> Bytes {
+pub(crate) fn encode_control(
+    event_type: &str,
+    payload: Map<String, Value>,
+    at: Timestamp,
+) -> Bytes {
     encode_envelope(event_type, &payload, None, at, None)
 }
 
@@ -344,25 +362,56 @@ mod tests {
 
     #[test]
     fn type_names_follow_the_contract_pattern() {
-        for ok in ["a", "scan_started", "preview.ready", "a1_.b", &"a".repeat(64)] {
+        for ok in [
+            "a",
+            "scan_started",
+            "preview.ready",
+            "a1_.b",
+            &"a".repeat(64),
+        ] {
             assert!(is_valid_type_name(ok), "{ok}");
         }
-        for bad in ["", "A", "1a", "_a", "a-b", "a b", "é", &"a".repeat(65), ".a"] {
+        for bad in [
+            "",
+            "A",
+            "1a",
+            "_a",
+            "a-b",
+            "a b",
+            "é",
+            &"a".repeat(65),
+            ".a",
+        ] {
             assert!(!is_valid_type_name(bad), "{bad}");
         }
         assert_eq!(EventType::new("heartbeat"), Err(EventTypeError::Reserved));
-        assert_eq!(EventType::new("resync_required"), Err(EventTypeError::Reserved));
+        assert_eq!(
+            EventType::new("resync_required"),
+            Err(EventTypeError::Reserved)
+        );
         assert!(EventType::new("health_status").is_ok());
     }
 
     #[test]
     fn event_ids_round_trip_and_reject_bad_shapes() {
-        let id = EventId { epoch: Epoch(0x00ab_cdef), seq: Seq(42) };
+        let id = EventId {
+            epoch: Epoch(0x00ab_cdef),
+            seq: Seq(42),
+        };
         assert_eq!(id.to_string(), "00abcdef-42");
         assert_eq!(EventId::parse("00abcdef-42"), Some(id));
         for bad in [
-            "", "00abcdef", "00abcdef-", "00abcdef-0", "00abcdef-01", "00ABCDEF-1", "0abcdef-1",
-            "00abcdef-1a", "00abcdef--1", "00abcdef-+1", "00abcdef-99999999999999999999999",
+            "",
+            "00abcdef",
+            "00abcdef-",
+            "00abcdef-0",
+            "00abcdef-01",
+            "00ABCDEF-1",
+            "0abcdef-1",
+            "00abcdef-1a",
+            "00abcdef--1",
+            "00abcdef-+1",
+            "00abcdef-99999999999999999999999",
         ] {
             assert_eq!(EventId::parse(bad), None, "{bad}");
         }
@@ -378,11 +427,17 @@ mod tests {
 
     #[test]
     fn envelope_keys_are_in_contract_order() {
-        let payload = json!({"name": "x\"y", "n": 1.5}).as_object().cloned().unwrap();
+        let payload = json!({"name": "x\"y", "n": 1.5})
+            .as_object()
+            .cloned()
+            .unwrap();
         let event = Event::new(EventType::new("project_created").unwrap())
             .with_payload(payload)
             .with_correlation_id("req-1");
-        let id = EventId { epoch: Epoch(1), seq: Seq(7) };
+        let id = EventId {
+            epoch: Epoch(1),
+            seq: Seq(7),
+        };
         let at = Timestamp::new(datetime!(2026-04-26 17:24:55.055181 UTC));
         let sequenced = event.sequence(id, at);
         assert_eq!(

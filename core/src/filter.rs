@@ -39,7 +39,9 @@ impl TypeFilter {
     }
 
     /// Builds a filter from its items, as in a `subscribe` message.
-    pub fn from_items<'a>(items: impl IntoIterator<Item = &'a str>) -> Result<TypeFilter, FilterError> {
+    pub fn from_items<'a>(
+        items: impl IntoIterator<Item = &'a str>,
+    ) -> Result<TypeFilter, FilterError> {
         let mut patterns = Vec::new();
         for item in items {
             if patterns.len() == MAX_PATTERNS {
@@ -133,13 +135,23 @@ mod tests {
         assert!(filter.matches("render_done"));
         assert!(filter.matches("preview.ready"));
         assert!(!filter.matches("previewready"));
-        assert_eq!(filter.items().collect::<Vec<_>>(), ["scan_started", "render_*", "preview.*"]);
+        assert_eq!(
+            filter.items().collect::<Vec<_>>(),
+            ["scan_started", "render_*", "preview.*"]
+        );
     }
 
     #[test]
     fn control_heartbeat_and_health_always_pass() {
         let filter = TypeFilter::parse_list("scan_started").unwrap();
-        for name in ["heartbeat", "health_status", "pong", "subscribed", "error", "resync_required"] {
+        for name in [
+            "heartbeat",
+            "health_status",
+            "pong",
+            "subscribed",
+            "error",
+            "resync_required",
+        ] {
             assert!(filter.matches(name), "{name}");
         }
     }
@@ -154,9 +166,18 @@ mod tests {
     fn bad_lists_are_refused() {
         assert_eq!(TypeFilter::parse_list("a,,b"), Err(FilterError::Empty));
         assert_eq!(TypeFilter::parse_list("a,"), Err(FilterError::Empty));
-        assert_eq!(TypeFilter::parse_list("A"), Err(FilterError::Invalid("A".into())));
-        assert_eq!(TypeFilter::parse_list("a*b"), Err(FilterError::Invalid("a*b".into())));
-        assert_eq!(TypeFilter::parse_list("**"), Err(FilterError::Invalid("**".into())));
+        assert_eq!(
+            TypeFilter::parse_list("A"),
+            Err(FilterError::Invalid("A".into()))
+        );
+        assert_eq!(
+            TypeFilter::parse_list("a*b"),
+            Err(FilterError::Invalid("a*b".into()))
+        );
+        assert_eq!(
+            TypeFilter::parse_list("**"),
+            Err(FilterError::Invalid("**".into()))
+        );
         let many = vec!["a"; MAX_PATTERNS + 1].join(",");
         assert_eq!(TypeFilter::parse_list(&many), Err(FilterError::TooMany));
     }

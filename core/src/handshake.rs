@@ -52,9 +52,9 @@ impl OriginPolicy {
         let origin = origin.trim_end_matches('/');
         match self {
             OriginPolicy::Any => true,
-            OriginPolicy::List(list) => {
-                list.iter().any(|allowed| allowed.trim_end_matches('/').eq_ignore_ascii_case(origin))
-            }
+            OriginPolicy::List(list) => list
+                .iter()
+                .any(|allowed| allowed.trim_end_matches('/').eq_ignore_ascii_case(origin)),
             OriginPolicy::Own => local_port.is_some_and(|port| {
                 ["127.0.0.1", "localhost", "[::1]"]
                     .iter()
@@ -131,7 +131,12 @@ pub fn decide(config: &HubConfig, request: &HandshakeRequest<'_>, has_room: bool
     }
     let query = match Query::parse(request.query.unwrap_or("")) {
         Ok(query) => query,
-        Err(name) => return reject(CloseCode::BAD_HANDSHAKE, &format!("{name}: given more than once")),
+        Err(name) => {
+            return reject(
+                CloseCode::BAD_HANDSHAKE,
+                &format!("{name}: given more than once"),
+            )
+        }
     };
     if let Some(expected) = config.token() {
         let bearer = request.authorization.and_then(bearer_token);
@@ -153,13 +158,26 @@ pub fn decide(config: &HubConfig, request: &HandshakeRequest<'_>, has_room: bool
         }
         other => other.map(String::into_boxed_str),
     };
-    let anchor = query.last_event_id.as_deref().or(request.last_event_id).map(str::trim);
-    let anchor = anchor.filter(|a| !a.is_empty()).map(|a| truncate_anchor(a).into());
-    Decision::Accept(ConnParams { filter, anchor, subscribe_token })
+    let anchor = query
+        .last_event_id
+        .as_deref()
+        .or(request.last_event_id)
+        .map(str::trim);
+    let anchor = anchor
+        .filter(|a| !a.is_empty())
+        .map(|a| truncate_anchor(a).into());
+    Decision::Accept(ConnParams {
+        filter,
+        anchor,
+        subscribe_token,
+    })
 }
 
 fn reject(code: CloseCode, reason: &str) -> Decision {
-    Decision::Reject(Rejection { code, reason: truncate_reason(reason).to_owned() })
+    Decision::Reject(Rejection {
+        code,
+        reason: truncate_reason(reason).to_owned(),
+    })
 }
 
 /// The query parameters the hub reads, each at most once.
@@ -203,7 +221,10 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 }
 
 fn is_subscribe_token(token: &str) -> bool {
-    token.len() == 32 && token.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+    token.len() == 32
+        && token
+            .bytes()
+            .all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
 }
 
 fn truncate_anchor(anchor: &str) -> &str {
@@ -223,7 +244,11 @@ mod tests {
     }
 
     fn request(query: &str) -> HandshakeRequest<'_> {
-        HandshakeRequest { query: Some(query), local_port: Some(8765), ..Default::default() }
+        HandshakeRequest {
+            query: Some(query),
+            local_port: Some(8765),
+            ..Default::default()
+        }
     }
 
     fn rejected(decision: Decision) -> (u16, String) {
@@ -258,11 +283,21 @@ mod tests {
             ("https://evil.example", false),
             ("null", false),
         ] {
-            let req = HandshakeRequest { origin: Some(origin), ..request("") };
+            let req = HandshakeRequest {
+                origin: Some(origin),
+                ..request("")
+            };
             let decision = decide(&cfg, &req, true);
-            assert_eq!(matches!(decision, Decision::Accept(_)), ok, "{origin}: {decision:?}");
+            assert_eq!(
+                matches!(decision, Decision::Accept(_)),
+                ok,
+                "{origin}: {decision:?}"
+            );
             if !ok {
-                assert!(matches!(decision, Decision::Refuse(Refusal { status: 403, .. })));
+                assert!(matches!(
+                    decision,
+                    Decision::Refuse(Refusal { status: 403, .. })
+                ));
             }
         }
     }
@@ -273,11 +308,26 @@ mod tests {
             .allowed_origins(OriginPolicy::List(vec!["https://app.example".into()]))
             .build()
             .unwrap();
-        let req = |o| HandshakeRequest { origin: Some(o), ..request("") };
-        assert!(matches!(decide(&list, &req("https://app.example"), true), Decision::Accept(_)));
-        assert!(matches!(decide(&list, &req("http://127.0.0.1:8765"), true), Decision::Refuse(_)));
-        let any = HubConfig::builder().allowed_origins(OriginPolicy::Any).build().unwrap();
-        assert!(matches!(decide(&any, &req("https://x.example"), true), Decision::Accept(_)));
+        let req = |o| HandshakeRequest {
+            origin: Some(o),
+            ..request("")
+        };
+        assert!(matches!(
+            decide(&list, &req("https://app.example"), true),
+            Decision::Accept(_)
+        ));
+        assert!(matches!(
+            decide(&list, &req("http://127.0.0.1:8765"), true),
+            Decision::Refuse(_)
+        ));
+        let any = HubConfig::builder()
+            .allowed_origins(OriginPolicy::Any)
+            .build()
+            .unwrap();
+        assert!(matches!(
+            decide(&any, &req("https://x.example"), true),
+            Decision::Accept(_)
+        ));
     }
 
     #[test]
@@ -293,13 +343,22 @@ mod tests {
 
     #[test]
     fn token_by_query_or_bearer_header() {
-        let cfg = HubConfig::builder().token(Some("s3cret".into())).build().unwrap();
+        let cfg = HubConfig::builder()
+            .token(Some("s3cret".into()))
+            .build()
+            .unwrap();
         assert_eq!(rejected(decide(&cfg, &request(""), true)).0, 4401);
         assert_eq!(rejected(decide(&cfg, &request("token=nope"), true)).0, 4401);
         accepted(decide(&cfg, &request("token=s3cret"), true));
-        let header = HandshakeRequest { authorization: Some("Bearer s3cret"), ..request("") };
+        let header = HandshakeRequest {
+            authorization: Some("Bearer s3cret"),
+            ..request("")
+        };
         accepted(decide(&cfg, &header, true));
-        let wrong = HandshakeRequest { authorization: Some("Basic s3cret"), ..request("") };
+        let wrong = HandshakeRequest {
+            authorization: Some("Basic s3cret"),
+            ..request("")
+        };
         assert_eq!(rejected(decide(&cfg, &wrong, true)).0, 4401);
     }
 
@@ -313,7 +372,10 @@ mod tests {
         assert_eq!(code, 4400);
         assert!(reason.starts_with("subscribe_token:"), "{reason}");
         let (code, reason) = rejected(decide(&cfg, &request("types=a&types=b"), true));
-        assert_eq!((code, reason.as_str()), (4400, "types: given more than once"));
+        assert_eq!(
+            (code, reason.as_str()),
+            (4400, "types: given more than once")
+        );
     }
 
     #[test]
@@ -323,27 +385,63 @@ mod tests {
             &request("types=render_*%2Cpreview.*&subscribe_token=0123456789abcdef0123456789abcdef"),
             true,
         ));
-        assert_eq!(params.filter.items().collect::<Vec<_>>(), ["render_*", "preview.*"]);
-        assert_eq!(params.subscribe_token.as_deref(), Some("0123456789abcdef0123456789abcdef"));
+        assert_eq!(
+            params.filter.items().collect::<Vec<_>>(),
+            ["render_*", "preview.*"]
+        );
+        assert_eq!(
+            params.subscribe_token.as_deref(),
+            Some("0123456789abcdef0123456789abcdef")
+        );
     }
 
     #[test]
     fn query_anchor_wins_over_header_and_empty_means_none() {
         let cfg = config();
-        let both = HandshakeRequest { last_event_id: Some("aaaaaaaa-1"), ..request("last_event_id=bbbbbbbb-2") };
-        assert_eq!(accepted(decide(&cfg, &both, true)).anchor.as_deref(), Some("bbbbbbbb-2"));
-        let header = HandshakeRequest { last_event_id: Some("aaaaaaaa-1"), ..request("") };
-        assert_eq!(accepted(decide(&cfg, &header, true)).anchor.as_deref(), Some("aaaaaaaa-1"));
-        let empty = HandshakeRequest { last_event_id: Some(""), ..request("last_event_id=") };
+        let both = HandshakeRequest {
+            last_event_id: Some("aaaaaaaa-1"),
+            ..request("last_event_id=bbbbbbbb-2")
+        };
+        assert_eq!(
+            accepted(decide(&cfg, &both, true)).anchor.as_deref(),
+            Some("bbbbbbbb-2")
+        );
+        let header = HandshakeRequest {
+            last_event_id: Some("aaaaaaaa-1"),
+            ..request("")
+        };
+        assert_eq!(
+            accepted(decide(&cfg, &header, true)).anchor.as_deref(),
+            Some("aaaaaaaa-1")
+        );
+        let empty = HandshakeRequest {
+            last_event_id: Some(""),
+            ..request("last_event_id=")
+        };
         assert_eq!(accepted(decide(&cfg, &empty, true)).anchor, None);
         let long = format!("last_event_id={}", "x".repeat(1000));
-        assert_eq!(accepted(decide(&cfg, &request(&long), true)).anchor.unwrap().len(), MAX_ANCHOR_LEN);
+        assert_eq!(
+            accepted(decide(&cfg, &request(&long), true))
+                .anchor
+                .unwrap()
+                .len(),
+            MAX_ANCHOR_LEN
+        );
     }
 
     #[test]
     fn origin_is_checked_before_capacity_and_token() {
-        let cfg = HubConfig::builder().token(Some("t".into())).build().unwrap();
-        let req = HandshakeRequest { origin: Some("https://evil.example"), ..request("") };
-        assert!(matches!(decide(&cfg, &req, false), Decision::Refuse(Refusal { status: 403, .. })));
+        let cfg = HubConfig::builder()
+            .token(Some("t".into()))
+            .build()
+            .unwrap();
+        let req = HandshakeRequest {
+            origin: Some("https://evil.example"),
+            ..request("")
+        };
+        assert!(matches!(
+            decide(&cfg, &req, false),
+            Decision::Refuse(Refusal { status: 403, .. })
+        ));
     }
 }

@@ -11,7 +11,9 @@ use time::OffsetDateTime;
 use crate::close::CloseCode;
 use crate::config::HubConfig;
 use crate::conn::{CatchUp, Conn, ConnId};
-use crate::event::{encode_control, types, Epoch, Event, EventId, EventType, Seq, SequencedEvent, Timestamp};
+use crate::event::{
+    encode_control, types, Epoch, Event, EventId, EventType, Seq, SequencedEvent, Timestamp,
+};
 use crate::handshake::ConnParams;
 use crate::message::{parse_client_message, ClientMessage};
 use crate::metrics::Metrics;
@@ -266,13 +268,18 @@ impl Hub {
         let id = ConnId(self.next_conn);
         self.next_conn += 1;
         self.metrics.connections_total += 1;
-        self.conns.insert(id, Conn::new(self.now, params.filter, params.subscribe_token));
+        self.conns.insert(
+            id,
+            Conn::new(self.now, params.filter, params.subscribe_token),
+        );
         if self.shutdown_deadline.is_some() {
             self.close(id, CloseCode::GOING_AWAY, "server shutting down");
             return id;
         }
         self.replay.prune(self.now);
-        let resume = self.replay.resume(params.anchor.as_deref(), self.epoch, self.last_seq);
+        let resume = self
+            .replay
+            .resume(params.anchor.as_deref(), self.epoch, self.last_seq);
         if let Some(reason) = resume.resync {
             *self.metrics.resyncs.entry(reason).or_default() += 1;
             let payload = json!({ "reason": reason.as_str(), "last_event_id": params.anchor });
@@ -281,7 +288,10 @@ impl Hub {
         if self.replay.next_after(resume.after).is_some() {
             self.metrics.replays += 1;
             if let Some(conn) = self.conns.get_mut(&id) {
-                conn.catch_up = Some(CatchUp { cursor: resume.after, heartbeat: None });
+                conn.catch_up = Some(CatchUp {
+                    cursor: resume.after,
+                    heartbeat: None,
+                });
             }
             self.pump(id);
         }
@@ -296,7 +306,11 @@ impl Hub {
             Input::Text { conn, text } => self.on_text(conn, &text),
             Input::Binary { conn } => {
                 if self.touch(conn) {
-                    self.close(conn, CloseCode::UNSUPPORTED_DATA, "binary frames are not accepted");
+                    self.close(
+                        conn,
+                        CloseCode::UNSUPPORTED_DATA,
+                        "binary frames are not accepted",
+                    );
                 }
             }
             Input::Alive { conn } => {
@@ -312,7 +326,11 @@ impl Hub {
                     self.close(conn, kind.close_code(), reason);
                 }
             }
-            Input::Flushed { conn, frames, bytes } => self.on_flushed(conn, frames, bytes),
+            Input::Flushed {
+                conn,
+                frames,
+                bytes,
+            } => self.on_flushed(conn, frames, bytes),
             Input::Disconnected { conn, cause } => self.on_disconnected(conn, cause),
             Input::Refused { status } => {
                 *self.metrics.handshakes_refused.entry(status).or_default() += 1;
@@ -338,7 +356,11 @@ impl Hub {
     /// Delivers an event that was sequenced elsewhere (for example by a shared log that
     /// orders the events of several hubs). Its id must be of this hub's epoch and after
     /// [`Hub::last_seq`].
-    pub fn publish_sequenced(&mut self, now: Instant, event: SequencedEvent) -> Result<(), PublishError> {
+    pub fn publish_sequenced(
+        &mut self,
+        now: Instant,
+        event: SequencedEvent,
+    ) -> Result<(), PublishError> {
         self.advance(now);
         if self.shutdown_deadline.is_some() {
             return Err(PublishError::ShuttingDown);
@@ -368,13 +390,24 @@ impl Hub {
         let mut payload = Map::new();
         payload.insert("status".into(), "shutting_down".into());
         let event = Event::new(EventType::internal(types::HEALTH_STATUS)).with_payload(payload);
-        let frame = event.sequence(self.next_id(), self.timestamp()).frame().clone();
-        let open: Vec<ConnId> = self.conns.iter().filter(|(_, c)| c.is_open()).map(|(id, _)| *id).collect();
+        let frame = event
+            .sequence(self.next_id(), self.timestamp())
+            .frame()
+            .clone();
+        let open: Vec<ConnId> = self
+            .conns
+            .iter()
+            .filter(|(_, c)| c.is_open())
+            .map(|(id, _)| *id)
+            .collect();
         for id in open {
             let conn = self.conns.get_mut(&id).expect("listed above");
             conn.catch_up = None; // the shutdown notice goes out now; replay is abandoned
             conn.count_queued(&frame);
-            self.outputs.push_back(Output::Send { conn: id, frame: frame.clone() });
+            self.outputs.push_back(Output::Send {
+                conn: id,
+                frame: frame.clone(),
+            });
             self.close(id, CloseCode::GOING_AWAY, "server shutting down");
         }
     }
@@ -388,7 +421,10 @@ impl Hub {
     /// not finish, the shutdown deadline. Safe to call early or repeatedly.
     pub fn handle_timeout(&mut self, now: Instant) {
         self.advance(now);
-        if self.shutdown_deadline.is_some_and(|deadline| self.now >= deadline) {
+        if self
+            .shutdown_deadline
+            .is_some_and(|deadline| self.now >= deadline)
+        {
             let ids: Vec<ConnId> = self.conns.keys().copied().collect();
             for id in ids {
                 self.abort(id);
@@ -405,7 +441,11 @@ impl Hub {
             let interval = self.config.heartbeat_interval();
             // Keep the cadence; after a long stall (a suspended machine) start afresh.
             let next = due + interval;
-            self.next_heartbeat = Some(if next <= self.now { self.now + interval } else { next });
+            self.next_heartbeat = Some(if next <= self.now {
+                self.now + interval
+            } else {
+                next
+            });
         }
     }
 
@@ -419,7 +459,10 @@ impl Hub {
     pub fn poll_timeout(&self) -> Option<Instant> {
         let shutdown = self.shutdown_deadline.filter(|_| !self.conns.is_empty());
         let close = self.close_deadlines.first().map(|(deadline, _)| *deadline);
-        [self.next_heartbeat, close, shutdown].into_iter().flatten().min()
+        [self.next_heartbeat, close, shutdown]
+            .into_iter()
+            .flatten()
+            .min()
     }
 
     /// Counters and gauges as of `now`.
@@ -448,7 +491,9 @@ impl Hub {
 
     /// Frames and bytes queued to a connection and not yet flushed, if it is known.
     pub fn queued(&self, conn: ConnId) -> Option<(usize, usize)> {
-        self.conns.get(&conn).map(|c| (c.queued_frames, c.queued_bytes))
+        self.conns
+            .get(&conn)
+            .map(|c| (c.queued_frames, c.queued_bytes))
     }
 
     /// Events held by the replay buffer (some may be past their TTL).
@@ -467,7 +512,10 @@ impl Hub {
 
     fn next_id(&mut self) -> EventId {
         self.last_seq = self.last_seq.next();
-        EventId { epoch: self.epoch, seq: self.last_seq }
+        EventId {
+            epoch: self.epoch,
+            seq: self.last_seq,
+        }
     }
 
     /// Records a sign of life; `false` if the connection is unknown or closing.
@@ -492,7 +540,11 @@ impl Hub {
         if text.len() > self.config.max_client_message() {
             return self.close(id, CloseCode::MESSAGE_TOO_BIG, "message too large");
         }
-        if !conn.rate.allow(self.now, self.config.client_rate(), self.config.client_burst()) {
+        if !conn.rate.allow(
+            self.now,
+            self.config.client_rate(),
+            self.config.client_burst(),
+        ) {
             return self.close(id, CloseCode::RATE_LIMITED, "too many messages");
         }
         if std::str::from_utf8(text).is_err() {
@@ -548,7 +600,9 @@ impl Hub {
         let silent: Vec<ConnId> = self
             .conns
             .iter()
-            .filter(|(_, c)| c.is_open() && self.now.saturating_duration_since(c.last_life) >= timeout)
+            .filter(|(_, c)| {
+                c.is_open() && self.now.saturating_duration_since(c.last_life) >= timeout
+            })
             .map(|(id, _)| *id)
             .collect();
         for id in silent {
@@ -556,7 +610,10 @@ impl Hub {
         }
         let heartbeat = Event::new(EventType::internal(types::HEARTBEAT));
         let heartbeat = heartbeat.sequence(self.next_id(), self.timestamp());
-        let (max_frames, max_bytes) = (self.config.send_queue_frames(), self.config.send_queue_bytes());
+        let (max_frames, max_bytes) = (
+            self.config.send_queue_frames(),
+            self.config.send_queue_bytes(),
+        );
         let mut slow = Vec::new();
         let mut catching_up = Vec::new();
         for (&id, conn) in self.conns.iter_mut().filter(|(_, c)| c.is_open()) {
@@ -565,7 +622,10 @@ impl Hub {
                 catching_up.push(id);
             } else if conn.has_room(heartbeat.frame().len(), max_frames, max_bytes) {
                 conn.count_queued(heartbeat.frame());
-                self.outputs.push_back(Output::Send { conn: id, frame: heartbeat.frame().clone() });
+                self.outputs.push_back(Output::Send {
+                    conn: id,
+                    frame: heartbeat.frame().clone(),
+                });
             } else {
                 slow.push(id);
                 continue;
@@ -584,7 +644,10 @@ impl Hub {
     fn deliver(&mut self, event: SequencedEvent) {
         self.metrics.events_published += 1;
         self.replay.push(self.now, event.clone());
-        let (max_frames, max_bytes) = (self.config.send_queue_frames(), self.config.send_queue_bytes());
+        let (max_frames, max_bytes) = (
+            self.config.send_queue_frames(),
+            self.config.send_queue_bytes(),
+        );
         let (name, frame) = (event.event_type().as_str(), event.frame());
         let mut slow = Vec::new();
         let mut catching_up = Vec::new();
@@ -598,7 +661,10 @@ impl Hub {
                 continue;
             } else if conn.has_room(frame.len(), max_frames, max_bytes) {
                 conn.count_queued(frame);
-                self.outputs.push_back(Output::Send { conn: id, frame: frame.clone() });
+                self.outputs.push_back(Output::Send {
+                    conn: id,
+                    frame: frame.clone(),
+                });
             } else {
                 slow.push(id);
             }
@@ -612,9 +678,16 @@ impl Hub {
     /// Sends a catching-up connection the next buffered frames while its queue has room;
     /// switches it to live delivery once it has everything.
     fn pump(&mut self, id: ConnId) {
-        let (max_frames, max_bytes) = (self.config.send_queue_frames(), self.config.send_queue_bytes());
-        let Some(conn) = self.conns.get_mut(&id) else { return };
-        let Some(mut catch_up) = conn.catch_up.take() else { return };
+        let (max_frames, max_bytes) = (
+            self.config.send_queue_frames(),
+            self.config.send_queue_bytes(),
+        );
+        let Some(conn) = self.conns.get_mut(&id) else {
+            return;
+        };
+        let Some(mut catch_up) = conn.catch_up.take() else {
+            return;
+        };
         loop {
             if self.replay.lost_after(catch_up.cursor).is_some() {
                 // Live traffic pushed out events this connection had yet to get.
@@ -625,7 +698,11 @@ impl Hub {
                 (Some(hb), Some(event)) => hb.id().seq < event.id().seq,
                 (heartbeat, _) => heartbeat.is_some(),
             };
-            let next = if heartbeat_first { catch_up.heartbeat.as_ref() } else { buffered };
+            let next = if heartbeat_first {
+                catch_up.heartbeat.as_ref()
+            } else {
+                buffered
+            };
             let Some(next) = next else {
                 return; // caught up: live delivery from now on
             };
@@ -636,7 +713,10 @@ impl Hub {
                     return; // more when the writer reports a flush
                 }
                 conn.count_queued(next.frame());
-                self.outputs.push_back(Output::Send { conn: id, frame: next.frame().clone() });
+                self.outputs.push_back(Output::Send {
+                    conn: id,
+                    frame: next.frame().clone(),
+                });
             }
             catch_up.cursor = seq;
             if heartbeat_first {
@@ -650,8 +730,13 @@ impl Hub {
             unreachable!("control payloads are objects")
         };
         let frame = encode_control(name, payload, self.timestamp());
-        let (max_frames, max_bytes) = (self.config.send_queue_frames(), self.config.send_queue_bytes());
-        let Some(conn) = self.conns.get_mut(&id) else { return };
+        let (max_frames, max_bytes) = (
+            self.config.send_queue_frames(),
+            self.config.send_queue_bytes(),
+        );
+        let Some(conn) = self.conns.get_mut(&id) else {
+            return;
+        };
         if conn.has_room(frame.len(), max_frames, max_bytes) {
             conn.count_queued(&frame);
             self.outputs.push_back(Output::Send { conn: id, frame });
@@ -662,15 +747,23 @@ impl Hub {
 
     fn close_slow(&mut self, ids: Vec<ConnId>) {
         for id in ids {
-            self.close(id, CloseCode::SLOW_CONSUMER, "slow consumer: reconnect with last_event_id");
+            self.close(
+                id,
+                CloseCode::SLOW_CONSUMER,
+                "slow consumer: reconnect with last_event_id",
+            );
         }
     }
 
     /// Decides a close: the close frame follows what is queued, nothing more is sent, and the
     /// socket is aborted if the close has not finished by the deadline.
     fn close(&mut self, id: ConnId, code: CloseCode, reason: &'static str) {
-        let deadline = self.shutdown_deadline.unwrap_or(self.now + self.config.close_timeout());
-        let Some(conn) = self.conns.get_mut(&id) else { return };
+        let deadline = self
+            .shutdown_deadline
+            .unwrap_or(self.now + self.config.close_timeout());
+        let Some(conn) = self.conns.get_mut(&id) else {
+            return;
+        };
         if conn.closing.is_some() {
             return;
         }
@@ -678,7 +771,11 @@ impl Hub {
         conn.catch_up = None;
         self.close_deadlines.insert((deadline, id));
         self.metrics.count_close(code.0);
-        self.outputs.push_back(Output::Close { conn: id, code, reason });
+        self.outputs.push_back(Output::Close {
+            conn: id,
+            code,
+            reason,
+        });
     }
 
     fn abort(&mut self, id: ConnId) {

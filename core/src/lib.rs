@@ -77,13 +77,13 @@ pub use close::{truncate_reason, CloseCode, MAX_CLOSE_REASON};
 pub use config::{ConfigError, HubConfig, HubConfigBuilder};
 pub use conn::ConnId;
 pub use event::{
-    is_valid_type_name, types, Epoch, Event, EventId, EventType, EventTypeError, Seq, SequencedEvent,
-    Timestamp, MAX_TYPE_LEN,
+    is_valid_type_name, types, Epoch, Event, EventId, EventType, EventTypeError, Seq,
+    SequencedEvent, Timestamp, MAX_TYPE_LEN,
 };
 pub use filter::{FilterError, TypeFilter, MAX_PATTERNS};
 pub use handshake::{
-    decide, ConnParams, Decision, HandshakeRequest, OriginPolicy, Refusal, Rejection, MAX_ANCHOR_LEN,
-    OVERLOAD_RETRY_AFTER,
+    decide, ConnParams, Decision, HandshakeRequest, OriginPolicy, Refusal, Rejection,
+    MAX_ANCHOR_LEN, OVERLOAD_RETRY_AFTER,
 };
 pub use hub::{DisconnectCause, Hub, Input, Output, PublishError, Violation};
 pub use message::{encode_client_message, parse_client_message, ClientMessage, ParseError};

@@ -49,7 +49,10 @@ impl fmt::Display for ParseError {
             ParseError::BadMessage(why) => f.write_str(why),
             ParseError::UnknownType(name) => {
                 let shown: String = name.chars().take(64).collect();
-                write!(f, "unknown message type {shown:?}; expected ping, pong or subscribe")
+                write!(
+                    f,
+                    "unknown message type {shown:?}; expected ping, pong or subscribe"
+                )
             }
         }
     }
@@ -65,7 +68,9 @@ pub fn parse_client_message(bytes: &[u8]) -> Result<ClientMessage, ParseError> {
     let value: Value = serde_json::from_slice(bytes)
         .map_err(|e| ParseError::BadMessage(format!("not valid JSON: {e}")))?;
     let Value::Object(mut object) = value else {
-        return Err(ParseError::BadMessage("a message must be a JSON object".into()));
+        return Err(ParseError::BadMessage(
+            "a message must be a JSON object".into(),
+        ));
     };
     let kind = match object.get("type") {
         Some(Value::String(kind)) => kind.as_str(),
@@ -90,7 +95,10 @@ fn parse_subscribe(payload: Option<Value>) -> Result<TypeFilter, ParseError> {
     };
     let names = items
         .iter()
-        .map(|item| item.as_str().ok_or_else(|| bad("\"payload.types\" must be an array of strings")))
+        .map(|item| {
+            item.as_str()
+                .ok_or_else(|| bad("\"payload.types\" must be an array of strings"))
+        })
         .collect::<Result<Vec<&str>, _>>()?;
     TypeFilter::from_items(names).map_err(|e: FilterError| bad(&e.to_string()))
 }
@@ -115,10 +123,21 @@ mod tests {
 
     #[test]
     fn known_messages_parse() {
-        assert_eq!(parse_client_message(br#"{"type":"ping"}"#), Ok(ClientMessage::Ping));
-        assert_eq!(parse_client_message(br#"{"type":"pong","extra":1}"#), Ok(ClientMessage::Pong));
+        assert_eq!(
+            parse_client_message(br#"{"type":"ping"}"#),
+            Ok(ClientMessage::Ping)
+        );
+        assert_eq!(
+            parse_client_message(br#"{"type":"pong","extra":1}"#),
+            Ok(ClientMessage::Pong)
+        );
         let sub = parse_client_message(br#"{"type":"subscribe","payload":{"types":["a","b_*"]}}"#);
-        assert_eq!(sub, Ok(ClientMessage::Subscribe(TypeFilter::from_items(["a", "b_*"]).unwrap())));
+        assert_eq!(
+            sub,
+            Ok(ClientMessage::Subscribe(
+                TypeFilter::from_items(["a", "b_*"]).unwrap()
+            ))
+        );
     }
 
     #[test]
@@ -130,15 +149,24 @@ mod tests {
         assert_eq!(code(br#"{}"#), "bad_message");
         assert_eq!(code(b"\xff\xfe"), "bad_message");
         assert_eq!(code(br#"{"type":"subscribe"}"#), "bad_message");
-        assert_eq!(code(br#"{"type":"subscribe","payload":{"types":[1]}}"#), "bad_message");
-        assert_eq!(code(br#"{"type":"subscribe","payload":{"types":["A"]}}"#), "bad_message");
+        assert_eq!(
+            code(br#"{"type":"subscribe","payload":{"types":[1]}}"#),
+            "bad_message"
+        );
+        assert_eq!(
+            code(br#"{"type":"subscribe","payload":{"types":["A"]}}"#),
+            "bad_message"
+        );
         assert_eq!(code(br#"{"type":"hello"}"#), "unknown_type");
     }
 
     #[test]
     fn deep_nesting_is_an_error_not_a_crash() {
         let deep = format!("{}{}", "[".repeat(100_000), "]".repeat(100_000));
-        assert_eq!(parse_client_message(deep.as_bytes()).unwrap_err().code(), "bad_message");
+        assert_eq!(
+            parse_client_message(deep.as_bytes()).unwrap_err().code(),
+            "bad_message"
+        );
     }
 
     #[test]
@@ -149,7 +177,10 @@ mod tests {
             ClientMessage::Subscribe(TypeFilter::all()),
             ClientMessage::Subscribe(TypeFilter::from_items(["x", "y.*"]).unwrap()),
         ] {
-            assert_eq!(parse_client_message(encode_client_message(&message).as_bytes()), Ok(message));
+            assert_eq!(
+                parse_client_message(encode_client_message(&message).as_bytes()),
+                Ok(message)
+            );
         }
     }
 }

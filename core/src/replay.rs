@@ -53,7 +53,7 @@ impl ResyncReason {
 pub(crate) struct Resume {
     /// Sent first when the anchor cannot be honoured without a gap.
     pub(crate) resync: Option<ResyncReason>,
-    /// Replay every buffered event with a greater seq.
+    /// Replay every buffered event with a greater seq; never before an event that has left.
     pub(crate) after: Seq,
 }
 
@@ -119,10 +119,21 @@ impl ReplayBuffer {
     /// Where a connection with this raw anchor starts (contract §5, "Anchors").
     pub(crate) fn resume(&self, anchor: Option<&str>, epoch: Epoch, newest: Seq) -> Resume {
         let Some(raw) = anchor else {
-            return Resume { resync: None, after: newest };
+            return Resume {
+                resync: None,
+                after: newest,
+            };
         };
-        let resync = |reason| Resume { resync: Some(reason), after: Seq(0) };
-        let Some(EventId { epoch: anchor_epoch, seq }) = EventId::parse(raw) else {
+        // After a resync the client gets every buffered event: start past what has left.
+        let resync = |reason| Resume {
+            resync: Some(reason),
+            after: self.last_evicted.max(self.last_expired),
+        };
+        let Some(EventId {
+            epoch: anchor_epoch,
+            seq,
+        }) = EventId::parse(raw)
+        else {
             return resync(ResyncReason::Invalid);
         };
         if anchor_epoch != epoch {
@@ -133,7 +144,10 @@ impl ReplayBuffer {
         }
         match self.lost_after(seq) {
             Some(reason) => resync(reason),
-            None => Resume { resync: None, after: seq },
+            None => Resume {
+                resync: None,
+                after: seq,
+            },
         }
     }
 
@@ -166,7 +180,9 @@ impl ReplayBuffer {
 
     /// How many buffered events are still within their TTL at `now`.
     pub(crate) fn fresh_len(&self, now: Instant) -> usize {
-        let stale = self.entries.partition_point(|e| now.saturating_duration_since(e.at) >= self.ttl);
+        let stale = self
+            .entries
+            .partition_point(|e| now.saturating_duration_since(e.at) >= self.ttl);
         self.entries.len() - stale
     }
 
@@ -191,7 +207,13 @@ mod tests {
 
     fn event(seq: u64) -> SequencedEvent {
         let at = Timestamp::new(time::OffsetDateTime::UNIX_EPOCH);
-        Event::new(EventType::new("e").unwrap()).sequence(EventId { epoch: EPOCH, seq: Seq(seq) }, at)
+        Event::new(EventType::new("e").unwrap()).sequence(
+            EventId {
+                epoch: EPOCH,
+                seq: Seq(seq),
+            },
+            at,
+        )
     }
 
     fn seqs_after(buffer: &ReplayBuffer, mut seq: Seq) -> Vec<u64> {
@@ -204,7 +226,11 @@ mod tests {
     }
 
     fn anchor(seq: u64) -> String {
-        EventId { epoch: EPOCH, seq: Seq(seq) }.to_string()
+        EventId {
+            epoch: EPOCH,
+            seq: Seq(seq),
+        }
+        .to_string()
     }
 
     #[test]
@@ -215,9 +241,18 @@ mod tests {
             buffer.push(now, event(seq));
         }
         assert_eq!(seqs_after(&buffer, Seq(0)), [3, 4, 5]);
-        assert_eq!(buffer.resume(Some(&anchor(1)), EPOCH, Seq(5)).resync, Some(ResyncReason::Evicted));
+        assert_eq!(
+            buffer.resume(Some(&anchor(1)), EPOCH, Seq(5)).resync,
+            Some(ResyncReason::Evicted)
+        );
         // The anchor itself was evicted, but every later event is buffered: no resync.
-        assert_eq!(buffer.resume(Some(&anchor(2)), EPOCH, Seq(5)), Resume { resync: None, after: Seq(2) });
+        assert_eq!(
+            buffer.resume(Some(&anchor(2)), EPOCH, Seq(5)),
+            Resume {
+                resync: None,
+                after: Seq(2)
+            }
+        );
     }
 
     #[test]
@@ -255,7 +290,10 @@ mod tests {
         assert_eq!(buffer.len(), 0);
         assert_eq!(buffer.resume(Some(&anchor(1)), EPOCH, Seq(1)).resync, None);
         buffer.push(now, event(2));
-        assert_eq!(buffer.resume(Some(&anchor(1)), EPOCH, Seq(2)).resync, Some(ResyncReason::Evicted));
+        assert_eq!(
+            buffer.resume(Some(&anchor(1)), EPOCH, Seq(2)).resync,
+            Some(ResyncReason::Evicted)
+        );
     }
 
     #[test]
@@ -271,7 +309,13 @@ mod tests {
         buffer.push(start + Duration::from_secs(62), event(3));
         buffer.prune(start + Duration::from_secs(91));
         let stale = buffer.resume(Some(&anchor(1)), EPOCH, Seq(3));
-        assert_eq!(stale, Resume { resync: Some(ResyncReason::Expired), after: Seq(0) });
+        assert_eq!(
+            stale,
+            Resume {
+                resync: Some(ResyncReason::Expired),
+                after: Seq(2)
+            }
+        );
     }
 
     #[test]
@@ -282,6 +326,12 @@ mod tests {
         assert_eq!(reason("00000000-1"), Some(ResyncReason::UnknownEpoch));
         assert_eq!(reason(&anchor(6)), Some(ResyncReason::Ahead));
         assert_eq!(reason(&anchor(5)), None);
-        assert_eq!(buffer.resume(None, EPOCH, Seq(5)), Resume { resync: None, after: Seq(5) });
+        assert_eq!(
+            buffer.resume(None, EPOCH, Seq(5)),
+            Resume {
+                resync: None,
+                after: Seq(5)
+            }
+        );
     }
 }

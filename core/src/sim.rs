@@ -14,8 +14,8 @@ use bytes::Bytes;
 use serde_json::Value;
 
 use crate::{
-    decide, CloseCode, ConnId, ConnParams, Decision, DisconnectCause, Epoch, Event, EventId, EventType,
-    HandshakeRequest, Hub, HubConfig, Input, Output,
+    decide, CloseCode, ConnId, ConnParams, Decision, DisconnectCause, Epoch, Event, EventId,
+    EventType, HandshakeRequest, Hub, HubConfig, Input, Output,
 };
 
 /// The epoch every simulation uses unless told otherwise.
@@ -100,7 +100,10 @@ impl Client {
 
     /// The seqs of received events (not heartbeats), in order.
     pub fn event_seqs(&self) -> Vec<u64> {
-        self.stream().filter(|f| f.event_type != "heartbeat").map(|f| f.id.expect("stream").seq.0).collect()
+        self.stream()
+            .filter(|f| f.event_type != "heartbeat")
+            .map(|f| f.id.expect("stream").seq.0)
+            .collect()
     }
 
     /// Whether the hub closed or aborted it.
@@ -139,7 +142,10 @@ impl Sim {
 
     /// Connects a client with this query string (`""` for none); panics unless accepted.
     pub fn connect(&mut self, query: &str) -> ConnId {
-        let request = HandshakeRequest { query: Some(query), ..Default::default() };
+        let request = HandshakeRequest {
+            query: Some(query),
+            ..Default::default()
+        };
         match decide(self.hub.config(), &request, true) {
             Decision::Accept(params) => self.accept(params),
             other => panic!("handshake {query:?} not accepted: {other:?}"),
@@ -165,7 +171,10 @@ impl Sim {
         if let Some(Value::Object(map)) = payload {
             event = event.with_payload(map);
         }
-        let id = self.hub.publish(self.now, event).expect("hub accepts events");
+        let id = self
+            .hub
+            .publish(self.now, event)
+            .expect("hub accepts events");
         self.published.push((id.seq.0, name.to_owned()));
         self.line(format_args!("publish {name} {}", id.seq.0));
         self.drain();
@@ -174,12 +183,19 @@ impl Sim {
 
     /// The client sends a text message.
     pub fn send_text(&mut self, conn: ConnId, text: &str) {
-        self.input(Input::Text { conn, text: Bytes::copy_from_slice(text.as_bytes()) });
+        self.input(Input::Text {
+            conn,
+            text: Bytes::copy_from_slice(text.as_bytes()),
+        });
     }
 
     /// Feeds one input (and records the sign of life it stands for).
     pub fn input(&mut self, input: Input) {
-        if let Input::Text { conn, .. } | Input::Binary { conn } | Input::Alive { conn } | Input::Violation { conn, .. } = &input {
+        if let Input::Text { conn, .. }
+        | Input::Binary { conn }
+        | Input::Alive { conn }
+        | Input::Violation { conn, .. } = &input
+        {
             if let Some(client) = self.clients.get_mut(conn) {
                 if !client.is_closed() {
                     client.last_life = Some(self.now);
@@ -219,13 +235,22 @@ impl Sim {
 
     /// Reports everything queued to `conn` as written.
     pub fn flush(&mut self, conn: ConnId) {
-        let Some(client) = self.clients.get_mut(&conn) else { return };
+        let Some(client) = self.clients.get_mut(&conn) else {
+            return;
+        };
         if client.unflushed.is_empty() || client.removed {
             return;
         }
         let frames = client.unflushed.len();
         let bytes = client.unflushed.drain(..).sum();
-        self.hub.handle_input(self.now, Input::Flushed { conn, frames, bytes });
+        self.hub.handle_input(
+            self.now,
+            Input::Flushed {
+                conn,
+                frames,
+                bytes,
+            },
+        );
         self.drain();
     }
 
@@ -242,7 +267,9 @@ impl Sim {
 
     /// Jumps to the next timer and fires it; `false` if none is set.
     pub fn step(&mut self) -> bool {
-        let Some(due) = self.hub.poll_timeout() else { return false };
+        let Some(due) = self.hub.poll_timeout() else {
+            return false;
+        };
         self.now = self.now.max(due);
         self.hub.handle_timeout(self.now);
         self.drain();
@@ -272,7 +299,14 @@ impl Sim {
                 let client = self.clients.get_mut(&conn).expect("listed");
                 let frames = client.unflushed.len();
                 let bytes = client.unflushed.drain(..).sum();
-                self.hub.handle_input(self.now, Input::Flushed { conn, frames, bytes });
+                self.hub.handle_input(
+                    self.now,
+                    Input::Flushed {
+                        conn,
+                        frames,
+                        bytes,
+                    },
+                );
             }
         }
     }
@@ -284,21 +318,31 @@ impl Sim {
 
     /// Panics with every violation found so far.
     pub fn assert_clean(&self) {
-        assert!(self.violations.is_empty(), "hub broke its promises:\n{}", self.violations.join("\n"));
+        assert!(
+            self.violations.is_empty(),
+            "hub broke its promises:\n{}",
+            self.violations.join("\n")
+        );
     }
 
     fn apply(&mut self, output: Output) {
         let max_queued = self.hub.max_queued_outputs();
         let now = self.now;
         let conn = match &output {
-            Output::Send { conn, .. } | Output::Ping { conn } | Output::Close { conn, .. } | Output::Abort { conn } => *conn,
+            Output::Send { conn, .. }
+            | Output::Ping { conn }
+            | Output::Close { conn, .. }
+            | Output::Abort { conn } => *conn,
         };
         let Some(client) = self.clients.get_mut(&conn) else {
-            self.violations.push(format!("output for a connection never accepted: {output:?}"));
+            self.violations.push(format!(
+                "output for a connection never accepted: {output:?}"
+            ));
             return;
         };
         if client.removed || (client.closed.is_some() && !matches!(output, Output::Abort { .. })) {
-            self.violations.push(format!("output after close or removal: {output:?}"));
+            self.violations
+                .push(format!("output after close or removal: {output:?}"));
         }
         let mut line = String::new();
         let mut answer_ping = false;
@@ -310,20 +354,27 @@ impl Sim {
                         if let Some(id) = decoded.id {
                             if let Some(prev) = client.stream().last().and_then(|f| f.id) {
                                 if id.seq <= prev.seq {
-                                    self.violations.push(format!("{conn}: seq {} after {}", id.seq.0, prev.seq.0));
+                                    self.violations.push(format!(
+                                        "{conn}: seq {} after {}",
+                                        id.seq.0, prev.seq.0
+                                    ));
                                 }
                             }
                         }
                         let _ = write!(line, "send {conn} {}", decoded.event_type);
                         if let Some(id) = decoded.id {
                             let _ = write!(line, " {}", id.seq.0);
-                            if decoded.event_type == "heartbeat" && self.heartbeats.last() != Some(&id.seq.0) {
+                            if decoded.event_type == "heartbeat"
+                                && self.heartbeats.last() != Some(&id.seq.0)
+                            {
                                 self.heartbeats.push(id.seq.0);
                             }
                         }
                         client.frames.push(decoded);
                     }
-                    Err(why) => self.violations.push(format!("{conn}: bad frame {why}: {frame:?}")),
+                    Err(why) => self
+                        .violations
+                        .push(format!("{conn}: bad frame {why}: {frame:?}")),
                 }
             }
             Output::Ping { .. } => {
@@ -344,7 +395,10 @@ impl Sim {
             }
         }
         if client.unflushed.len() > max_queued {
-            self.violations.push(format!("{conn}: {} outputs unflushed, limit {max_queued}", client.unflushed.len()));
+            self.violations.push(format!(
+                "{conn}: {} outputs unflushed, limit {max_queued}",
+                client.unflushed.len()
+            ));
         }
         if answer_ping {
             client.last_life = Some(now);

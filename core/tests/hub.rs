@@ -1,0 +1,677 @@
+//! The hub's rules, one scenario each, on a simulated clock: no sockets, no sleeps.
+
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use ferret_ws_core::sim::{Sim, SIM_EPOCH};
+use ferret_ws_core::{
+    CloseCode, ConnId, ConnParams, DisconnectCause, Epoch, Event, EventId, EventType, HubConfig,
+    Input, PublishError, ResyncReason, Seq, TypeFilter, Violation,
+};
+use serde_json::json;
+
+const MS: Duration = Duration::from_millis(1);
+
+fn config() -> ferret_ws_core::HubConfigBuilder {
+    HubConfig::builder()
+        .heartbeat_interval(1000 * MS)
+        .liveness_timeout(3000 * MS)
+}
+
+fn sim(config: ferret_ws_core::HubConfigBuilder) -> Sim {
+    Sim::new(config.build().expect("valid config"), Instant::now())
+}
+
+fn close_code(sim: &Sim, conn: ConnId) -> Option<u16> {
+    sim.clients[&conn].closed.as_ref().map(|(code, _)| code.0)
+}
+
+fn anchor(seq: u64) -> String {
+    EventId {
+        epoch: SIM_EPOCH,
+        seq: Seq(seq),
+    }
+    .to_string()
+}
+
+fn resume(sim: &mut Sim, last_event_id: &str) -> ConnId {
+    sim.accept(ConnParams {
+        anchor: Some(last_event_id.into()),
+        ..Default::default()
+    })
+}
+
+fn resync_reason(sim: &Sim, conn: ConnId) -> Option<String> {
+    let frame = sim.clients[&conn].of_type("resync_required").next()?;
+    Some(frame.payload["reason"].as_str()?.to_owned())
+}
+
+// ---- broadcast -------------------------------------------------------------------------
+
+#[test]
+fn broadcast_reaches_each_client_once_with_identical_bytes() {
+    let mut sim = sim(config());
+    let clients: Vec<ConnId> = (0..5).map(|_| sim.connect("")).collect();
+    sim.publish(
+        "project_created",
+        Some(json!({"project_id": "p1", "name": "Demo"})),
+    );
+    let first = &sim.clients[&clients[0]].frames[0];
+    assert_eq!(first.event_type, "project_created");
+    assert_eq!(first.payload, json!({"project_id": "p1", "name": "Demo"}));
+    for conn in &clients {
+        let frames = &sim.clients[conn].frames;
+        assert_eq!(frames.len(), 1, "{conn} got {frames:?}");
+        assert_eq!(frames[0].raw, first.raw);
+    }
+    sim.assert_clean();
+}
+
+#[test]
+fn envelope_carries_the_correlation_id_and_the_stream_id() {
+    let mut sim = sim(config());
+    let conn = sim.connect("");
+    let event = Event::new(EventType::new("scan_started").unwrap()).with_correlation_id("req-42");
+    let id = sim.hub.publish(sim.now, event).unwrap();
+    sim.drain();
+    let frame = &sim.clients[&conn].frames[0];
+    assert_eq!(frame.correlation_id.as_deref(), Some("req-42"));
+    assert_eq!(frame.id, Some(id));
+    assert_eq!(id.to_string(), format!("{SIM_EPOCH}-1"));
+    sim.assert_clean();
+}
+
+#[test]
+fn a_client_gets_only_events_published_after_it_registered() {
+    let mut sim = sim(config());
+    sim.publish("before", None);
+    let conn = sim.connect("");
+    sim.publish("after", None);
+    let types: Vec<_> = sim.clients[&conn]
+        .frames
+        .iter()
+        .map(|f| f.event_type.as_str())
+        .collect();
+    assert_eq!(types, ["after"]);
+}
+
+#[test]
+fn filters_from_the_handshake_and_from_subscribe() {
+    let mut sim = sim(config());
+    let filtered = sim.connect("types=scan_*");
+    let everything = sim.connect("");
+    sim.publish("scan_started", None);
+    sim.publish("project_created", None);
+    assert_eq!(sim.clients[&filtered].event_seqs(), [1]);
+    assert_eq!(sim.clients[&everything].event_seqs(), [1, 2]);
+
+    sim.send_text(
+        filtered,
+        r#"{"type":"subscribe","payload":{"types":["project_*"]}}"#,
+    );
+    let subscribed = sim.clients[&filtered].of_type("subscribed").next().unwrap();
+    assert_eq!(subscribed.payload, json!({"types": ["project_*"]}));
+    sim.publish("scan_completed", None);
+    sim.publish("project_created", None);
+    assert_eq!(sim.clients[&filtered].event_seqs(), [1, 4]);
+
+    // A bad subscribe keeps the old filter.
+    sim.send_text(
+        filtered,
+        r#"{"type":"subscribe","payload":{"types":["Bad"]}}"#,
+    );
+    let error = sim.clients[&filtered].of_type("error").next().unwrap();
+    assert_eq!(error.payload["code"], "bad_message");
+    sim.publish("project_created", None);
+    assert_eq!(sim.clients[&filtered].event_seqs(), [1, 4, 5]);
+    sim.assert_clean();
+}
+
+// ---- client messages -------------------------------------------------------------------
+
+#[test]
+fn ping_gets_pong_pong_is_silent_and_bad_messages_get_errors() {
+    let mut sim = sim(config());
+    let conn = sim.connect("");
+    let other = sim.connect("");
+    sim.send_text(conn, r#"{"type":"ping"}"#);
+    sim.send_text(conn, r#"{"type":"pong"}"#);
+    sim.send_text(conn, "{not json");
+    sim.send_text(conn, r#"{"type":"dance"}"#);
+    let client = &sim.clients[&conn];
+    let types: Vec<_> = client
+        .frames
+        .iter()
+        .map(|f| f.event_type.as_str())
+        .collect();
+    assert_eq!(types, ["pong", "error", "error"]);
+    assert_eq!(client.frames[1].payload["code"], "bad_message");
+    assert_eq!(client.frames[2].payload["code"], "unknown_type");
+    assert!(client.frames[2].payload["detail"]
+        .as_str()
+        .unwrap()
+        .contains("dance"));
+    assert!(!client.is_closed());
+    assert!(sim.clients[&other].frames.is_empty());
+    sim.assert_clean();
+}
+
+#[test]
+fn binary_oversize_utf8_and_protocol_faults_close_with_their_codes() {
+    let mut sim = sim(config().max_client_message(16));
+    let binary = sim.connect("");
+    let exact = sim.connect("");
+    let oversize = sim.connect("");
+    let bad_utf8 = sim.connect("");
+    let protocol = sim.connect("");
+    let bystander = sim.connect("");
+    sim.input(Input::Binary { conn: binary });
+    sim.send_text(exact, r#"{"type":"ping"} "#); // exactly 16 bytes: accepted
+    sim.send_text(oversize, r#"{"type":"ping"}  "#); // 17 bytes
+    sim.input(Input::Text {
+        conn: bad_utf8,
+        text: Bytes::from_static(b"\xff\xfe"),
+    });
+    sim.input(Input::Violation {
+        conn: protocol,
+        kind: Violation::Protocol,
+    });
+    assert_eq!(close_code(&sim, binary), Some(1003));
+    assert_eq!(close_code(&sim, exact), None);
+    assert_eq!(sim.clients[&exact].of_type("pong").count(), 1);
+    assert_eq!(close_code(&sim, oversize), Some(1009));
+    assert_eq!(close_code(&sim, bad_utf8), Some(1007));
+    assert_eq!(close_code(&sim, protocol), Some(1002));
+    sim.publish("still_here", None);
+    assert_eq!(sim.clients[&bystander].event_seqs(), [1]);
+    assert_eq!(sim.clients[&binary].event_seqs(), Vec::<u64>::new());
+    sim.assert_clean();
+}
+
+#[test]
+fn a_flood_closes_with_4429_and_spares_the_others() {
+    let mut sim = sim(config().client_rate(5).client_burst(10));
+    let flooder = sim.connect("");
+    let calm = sim.connect("");
+    for _ in 0..10 {
+        sim.send_text(flooder, r#"{"type":"pong"}"#);
+    }
+    assert_eq!(close_code(&sim, flooder), None, "the burst is allowed");
+    sim.send_text(flooder, r#"{"type":"pong"}"#);
+    assert_eq!(close_code(&sim, flooder), Some(4429));
+    // A client within its rate is never limited.
+    for _ in 0..50 {
+        sim.send_text(calm, r#"{"type":"pong"}"#);
+        sim.advance(200 * MS);
+        sim.input(Input::Alive { conn: calm });
+    }
+    assert_eq!(close_code(&sim, calm), None);
+    sim.assert_clean();
+}
+
+// ---- heartbeat and liveness ----------------------------------------------------------
+
+#[test]
+fn one_heartbeat_and_one_ping_per_interval_per_connection() {
+    let mut sim = sim(config());
+    let conns: Vec<ConnId> = (0..50).map(|_| sim.connect("")).collect();
+    for conn in &conns {
+        sim.set_responsive(*conn, true);
+    }
+    sim.advance(5500 * MS);
+    assert_eq!(sim.heartbeats.len(), 5, "five ticks, one seq each");
+    for conn in &conns {
+        let client = &sim.clients[conn];
+        let beats: Vec<_> = client
+            .of_type("heartbeat")
+            .map(|f| f.id.unwrap().seq.0)
+            .collect();
+        assert_eq!(beats, sim.heartbeats, "{conn}");
+        assert_eq!(client.pings, 5);
+        assert!(!client.is_closed());
+    }
+    sim.assert_clean();
+}
+
+#[test]
+fn a_silent_connection_is_closed_4408_within_its_deadline() {
+    let mut sim = sim(config());
+    sim.advance(400 * MS);
+    let silent = sim.connect("");
+    let talker = sim.connect("");
+    sim.set_responsive(talker, true);
+    let connected = sim.now;
+    while close_code(&sim, silent).is_none() {
+        assert!(sim.step());
+    }
+    let closed_after = sim.now - connected;
+    assert!(closed_after >= 3000 * MS, "closed after {closed_after:?}");
+    assert!(closed_after <= 4000 * MS, "closed after {closed_after:?}");
+    assert_eq!(close_code(&sim, silent), Some(4408));
+    assert_eq!(close_code(&sim, talker), None);
+    // The close handshake never completes: the socket is aborted and the state freed.
+    let closing_since = sim.now;
+    while !sim.clients[&silent].aborted {
+        assert!(sim.step());
+    }
+    assert_eq!(sim.now - closing_since, sim.hub.config().close_timeout());
+    assert_eq!(sim.hub.queued(silent), None);
+    sim.assert_clean();
+}
+
+#[test]
+fn any_frame_counts_as_life() {
+    let mut sim = sim(config());
+    let conn = sim.connect("");
+    for _ in 0..10 {
+        sim.advance(2500 * MS);
+        sim.send_text(conn, r#"{"type":"pong"}"#);
+    }
+    assert_eq!(close_code(&sim, conn), None);
+    sim.assert_clean();
+}
+
+#[test]
+fn heartbeat_ids_are_valid_anchors() {
+    let mut sim = sim(config());
+    let first = sim.connect("");
+    sim.set_responsive(first, true);
+    sim.advance(1000 * MS);
+    let heartbeat = sim.clients[&first]
+        .of_type("heartbeat")
+        .next()
+        .unwrap()
+        .id
+        .unwrap();
+    sim.publish("after_heartbeat", None);
+    let resumed = resume(&mut sim, &heartbeat.to_string());
+    assert_eq!(resync_reason(&sim, resumed), None);
+    assert_eq!(sim.clients[&resumed].event_seqs(), [heartbeat.seq.0 + 1]);
+    sim.assert_clean();
+}
+
+// ---- replay ----------------------------------------------------------------------------
+
+#[test]
+fn replay_is_strictly_after_the_anchor_then_live() {
+    let mut sim = sim(config());
+    for n in 0..5 {
+        sim.publish("e", Some(json!({ "n": n })));
+    }
+    let conn = resume(&mut sim, &anchor(2));
+    assert_eq!(resync_reason(&sim, conn), None);
+    sim.publish("e", None);
+    assert_eq!(sim.clients[&conn].event_seqs(), [3, 4, 5, 6]);
+    assert_eq!(sim.hub.metrics(sim.now).replays, 1);
+    sim.assert_clean();
+}
+
+#[test]
+fn an_anchor_at_the_newest_event_replays_nothing() {
+    let mut sim = sim(config());
+    sim.publish("e", None);
+    let conn = resume(&mut sim, &anchor(1));
+    assert!(sim.clients[&conn].frames.is_empty());
+    assert_eq!(sim.hub.metrics(sim.now).replays, 0);
+}
+
+#[test]
+fn every_resync_reason() {
+    let mut sim = sim(config().replay_buffer_size(3).replay_ttl(10_000 * MS));
+    for _ in 0..5 {
+        sim.publish("e", None);
+    }
+    let cases = [
+        ("garbage", "invalid"),
+        ("00000000-1", "unknown_epoch"),
+        (&*anchor(99), "ahead"),
+        (&*anchor(1), "evicted"),
+    ];
+    for (last_event_id, reason) in cases {
+        let conn = resume(&mut sim, last_event_id);
+        assert_eq!(
+            resync_reason(&sim, conn).as_deref(),
+            Some(reason),
+            "{last_event_id}"
+        );
+        let resync = sim.clients[&conn].frames[0].clone();
+        assert_eq!(resync.event_type, "resync_required", "resync comes first");
+        assert_eq!(resync.payload["last_event_id"], last_event_id);
+        assert_eq!(
+            sim.clients[&conn].event_seqs(),
+            [3, 4, 5],
+            "then every fresh buffered event"
+        );
+    }
+    // The anchor itself was evicted but everything after it is buffered: no resync.
+    let conn = resume(&mut sim, &anchor(2));
+    assert_eq!(resync_reason(&sim, conn), None);
+    assert_eq!(sim.clients[&conn].event_seqs(), [3, 4, 5]);
+
+    sim.advance(10_000 * MS);
+    sim.publish("e", None);
+    let conn = resume(&mut sim, &anchor(4));
+    assert_eq!(resync_reason(&sim, conn).as_deref(), Some("expired"));
+    assert_eq!(
+        sim.clients[&conn].event_seqs(),
+        [6 + 10],
+        "the heartbeats took seqs 6..=15"
+    );
+    let metrics = sim.hub.metrics(sim.now);
+    for reason in ResyncReason::ALL {
+        assert!(metrics.resyncs[&reason] >= 1, "{reason:?}");
+    }
+}
+
+#[test]
+fn size_zero_turns_replay_off() {
+    let mut sim = sim(config().replay_buffer_size(0));
+    sim.publish("e", None);
+    sim.publish("e", None);
+    let conn = resume(&mut sim, &anchor(1));
+    assert_eq!(resync_reason(&sim, conn).as_deref(), Some("evicted"));
+    assert!(sim.clients[&conn].event_seqs().is_empty());
+    assert_eq!(sim.hub.replay_len(), 0);
+    let current = resume(&mut sim, &anchor(2));
+    assert_eq!(resync_reason(&sim, current), None, "nothing was missed");
+}
+
+#[test]
+fn replay_buffer_memory_stays_bounded() {
+    let mut sim = sim(config().replay_buffer_size(200));
+    for _ in 0..1000 {
+        sim.publish("e", None);
+    }
+    assert_eq!(sim.hub.replay_len(), 200);
+    assert_eq!(sim.hub.metrics(sim.now).replay_buffered, 200);
+}
+
+#[test]
+fn a_restart_means_unknown_epoch() {
+    let mut old = sim(config());
+    old.connect("");
+    let last = old.publish("e", None);
+    let mut restarted = Sim::with_epoch(
+        config().build().unwrap(),
+        Epoch(0x0bad_cafe),
+        Instant::now(),
+    );
+    restarted.publish("fresh", None);
+    let conn = resume(&mut restarted, &last.to_string());
+    assert_eq!(
+        resync_reason(&restarted, conn).as_deref(),
+        Some("unknown_epoch")
+    );
+    assert_eq!(restarted.clients[&conn].event_seqs(), [1]);
+}
+
+#[test]
+fn replay_is_paced_by_the_send_queue_and_never_interleaves_with_live_events() {
+    let mut sim = sim(config().send_queue_frames(4).replay_buffer_size(100));
+    for _ in 0..40 {
+        sim.publish("e", None);
+    }
+    sim.auto_flush = false; // the client reads nothing for now
+    let conn = resume(&mut sim, &anchor(5));
+    // Only a queue's worth goes out until the client reads.
+    assert_eq!(sim.clients[&conn].event_seqs(), [6, 7, 8, 9]);
+    // Live events published meanwhile wait their turn.
+    for _ in 0..10 {
+        sim.publish("e", None);
+    }
+    assert_eq!(
+        close_code(&sim, conn),
+        None,
+        "replay alone never makes a slow consumer"
+    );
+    sim.auto_flush = true;
+    sim.drain();
+    sim.publish("e", None);
+    assert_eq!(
+        sim.clients[&conn].event_seqs(),
+        (6..=51).collect::<Vec<_>>()
+    );
+    sim.assert_clean();
+}
+
+#[test]
+fn a_catching_up_client_that_falls_out_of_the_buffer_is_a_slow_consumer() {
+    let mut sim = sim(config().send_queue_frames(2).replay_buffer_size(10));
+    for _ in 0..10 {
+        sim.publish("e", None);
+    }
+    sim.auto_flush = false;
+    let conn = resume(&mut sim, &anchor(1));
+    for _ in 0..10 {
+        sim.publish("e", None);
+    }
+    assert_eq!(close_code(&sim, conn), Some(4008));
+    assert_eq!(sim.clients[&conn].event_seqs(), [2, 3]);
+    sim.assert_clean();
+}
+
+#[test]
+fn heartbeats_during_catch_up_keep_their_place_in_the_stream() {
+    let mut sim = sim(config().send_queue_frames(2));
+    for _ in 0..6 {
+        sim.publish("e", None);
+    }
+    sim.auto_flush = false;
+    let conn = resume(&mut sim, &anchor(1));
+    sim.advance(1000 * MS); // heartbeat seq 7 ticks while the client is at seq 3
+    sim.auto_flush = true;
+    sim.drain();
+    let stream: Vec<u64> = sim.clients[&conn]
+        .stream()
+        .map(|f| f.id.unwrap().seq.0)
+        .collect();
+    assert_eq!(stream, [2, 3, 4, 5, 6, 7]);
+    sim.assert_clean();
+}
+
+// ---- backpressure ------------------------------------------------------------------------
+
+#[test]
+fn a_stalled_client_is_closed_4008_and_nobody_else_notices() {
+    let mut sim = sim(config().send_queue_frames(8));
+    let slow = sim.connect("");
+    let fast: Vec<ConnId> = (0..3).map(|_| sim.connect("")).collect();
+    sim.stall(slow, true);
+    for _ in 0..20 {
+        sim.publish("e", None);
+    }
+    assert_eq!(close_code(&sim, slow), Some(4008));
+    assert_eq!(sim.clients[&slow].event_seqs(), (1..=8).collect::<Vec<_>>());
+    for conn in &fast {
+        assert_eq!(sim.clients[conn].event_seqs(), (1..=20).collect::<Vec<_>>());
+    }
+    // Its state is released when the socket goes (or at the close deadline).
+    sim.disconnect(slow, DisconnectCause::Lost);
+    assert_eq!(sim.hub.queued(slow), None);
+    assert_eq!(sim.hub.connection_count(), 3);
+    sim.assert_clean();
+}
+
+#[test]
+fn the_byte_limit_counts_too_but_one_big_frame_always_fits() {
+    let mut sim = sim(config().send_queue_bytes(1000));
+    let conn = sim.connect("");
+    sim.stall(conn, true);
+    let big = "x".repeat(2000);
+    sim.publish("big", Some(json!({ "pad": big })));
+    assert_eq!(
+        close_code(&sim, conn),
+        None,
+        "an empty queue takes any one frame"
+    );
+    sim.publish("small", None);
+    assert_eq!(close_code(&sim, conn), Some(4008));
+}
+
+// ---- shutdown ----------------------------------------------------------------------------
+
+#[test]
+fn shutdown_sends_health_status_then_1001_and_aborts_at_the_grace_deadline() {
+    let mut sim = sim(config().shutdown_grace(2000 * MS));
+    let polite = sim.connect("");
+    let stuck = sim.connect("");
+    sim.publish("last_words", None);
+    sim.hub.shutdown(sim.now);
+    sim.drain();
+    for conn in [polite, stuck] {
+        let client = &sim.clients[&conn];
+        let types: Vec<_> = client
+            .frames
+            .iter()
+            .map(|f| f.event_type.as_str())
+            .collect();
+        assert_eq!(types, ["last_words", "health_status"]);
+        assert_eq!(client.frames[1].payload, json!({"status": "shutting_down"}));
+        assert_eq!(close_code(&sim, conn), Some(1001));
+    }
+    assert_eq!(
+        sim.hub
+            .publish(sim.now, Event::new(EventType::new("late").unwrap())),
+        Err(PublishError::ShuttingDown)
+    );
+    let late = sim.connect("");
+    assert_eq!(close_code(&sim, late), Some(1001));
+    sim.disconnect(polite, DisconnectCause::Lost);
+    sim.disconnect(late, DisconnectCause::Lost);
+    assert!(!sim.hub.is_finished());
+    let started = sim.now;
+    while sim.step() {}
+    assert_eq!(sim.now - started, 2000 * MS);
+    assert!(sim.clients[&stuck].aborted);
+    assert!(sim.hub.is_finished());
+    assert_eq!(sim.hub.poll_timeout(), None);
+    sim.assert_clean();
+}
+
+// ---- bookkeeping -----------------------------------------------------------------------
+
+#[test]
+fn stale_ids_are_ignored_and_counted_and_ids_are_never_reused() {
+    let mut sim = sim(config());
+    let first = sim.connect("");
+    sim.disconnect(first, DisconnectCause::Closed(Some(CloseCode::NORMAL)));
+    sim.send_text(first, r#"{"type":"ping"}"#);
+    sim.input(Input::Flushed {
+        conn: first,
+        frames: 3,
+        bytes: 10,
+    });
+    sim.input(Input::Disconnected {
+        conn: ConnId(999),
+        cause: DisconnectCause::Lost,
+    });
+    let second = sim.connect("");
+    assert!(second > first);
+    let metrics = sim.hub.metrics(sim.now);
+    assert_eq!(metrics.stale_inputs, 3);
+    assert_eq!(metrics.closes[&1000], 1);
+    sim.assert_clean();
+}
+
+#[test]
+fn metrics_move() {
+    let mut sim = sim(config());
+    let a = sim.connect("");
+    sim.connect("");
+    sim.publish("e", None);
+    sim.input(Input::Refused { status: 403 });
+    sim.input(Input::Rejected {
+        code: CloseCode::BAD_HANDSHAKE,
+    });
+    sim.disconnect(a, DisconnectCause::Lost);
+    let m = sim.hub.metrics(sim.now);
+    assert_eq!((m.connections, m.connections_total), (1, 2));
+    assert_eq!(m.events_published, 1);
+    assert_eq!(m.frames_sent, 2);
+    assert_eq!(m.handshakes_refused[&403], 1);
+    assert_eq!(m.closes[&4400], 1);
+    assert_eq!(m.closes[&1006], 1);
+    assert_eq!(m.replay_buffered, 1);
+}
+
+#[test]
+fn time_going_backwards_is_taken_as_the_latest_seen() {
+    let mut sim = sim(config());
+    let conn = sim.connect("");
+    sim.advance(1500 * MS);
+    let earlier = sim.now - 1000 * MS;
+    sim.hub.handle_timeout(earlier);
+    sim.hub
+        .publish(earlier, Event::new(EventType::new("e").unwrap()))
+        .unwrap();
+    sim.drain();
+    assert!(sim.hub.poll_timeout().unwrap() > sim.now);
+    assert_eq!(sim.clients[&conn].event_seqs(), [2]);
+    sim.assert_clean();
+}
+
+#[test]
+fn pre_sequenced_events_must_follow_the_stream() {
+    let mut sim = sim(config());
+    let conn = sim.connect("");
+    let at = ferret_ws_core::Timestamp::new(time::OffsetDateTime::UNIX_EPOCH);
+    let event = |epoch, seq| {
+        Event::new(EventType::new("from_log").unwrap()).sequence(
+            EventId {
+                epoch,
+                seq: Seq(seq),
+            },
+            at,
+        )
+    };
+    assert_eq!(
+        sim.hub.publish_sequenced(sim.now, event(Epoch(7), 5)),
+        Err(PublishError::ForeignEpoch)
+    );
+    sim.hub
+        .publish_sequenced(sim.now, event(SIM_EPOCH, 5))
+        .unwrap();
+    assert_eq!(
+        sim.hub.publish_sequenced(sim.now, event(SIM_EPOCH, 5)),
+        Err(PublishError::OutOfOrder)
+    );
+    let id = sim
+        .hub
+        .publish(sim.now, Event::new(EventType::new("local").unwrap()))
+        .unwrap();
+    assert_eq!(id.seq, Seq(6));
+    sim.drain();
+    assert_eq!(sim.clients[&conn].event_seqs(), [5, 6]);
+    sim.assert_clean();
+}
+
+#[test]
+fn a_timeline_reads_as_a_transcript() {
+    let mut sim = sim(config());
+    let conn = sim.connect("");
+    sim.publish("scan_started", None);
+    sim.advance(1000 * MS);
+    sim.send_text(conn, r#"{"type":"ping"}"#);
+    let expected = "\
++0ms accept c1
++0ms publish scan_started 1
++0ms send c1 scan_started 1
++1000ms send c1 heartbeat 2
++1000ms ping c1
++1000ms send c1 pong";
+    assert_eq!(sim.transcript(), expected);
+}
+
+#[test]
+fn filters_apply_to_replayed_events() {
+    let mut sim = sim(config());
+    sim.publish("scan_started", None);
+    sim.publish("project_created", None);
+    sim.publish("scan_completed", None);
+    let conn = sim.accept(ConnParams {
+        anchor: Some(anchor(1).into()),
+        filter: TypeFilter::parse_list("scan_*").unwrap(),
+        ..Default::default()
+    });
+    assert_eq!(sim.clients[&conn].event_seqs(), [3]);
+}
