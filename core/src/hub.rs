@@ -630,8 +630,12 @@ impl Hub {
                 slow.push(id);
                 continue;
             }
-            conn.queued_frames += 1;
-            self.outputs.push_back(Output::Ping { conn: id });
+            // A ping may go one past the frame limit, never further: a catching-up client that
+            // does not read must not pile them up (it is closed for liveness instead).
+            if conn.queued_frames <= max_frames {
+                conn.queued_frames += 1;
+                self.outputs.push_back(Output::Ping { conn: id });
+            }
         }
         self.close_slow(slow);
         for id in catching_up {

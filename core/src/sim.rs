@@ -53,6 +53,8 @@ pub struct Client {
     pub pings: usize,
     /// The close the hub sent, if any.
     pub closed: Option<(CloseCode, String)>,
+    /// When the hub sent it.
+    pub closed_at: Option<Instant>,
     /// Whether the hub aborted the socket.
     pub aborted: bool,
     /// Whether the hub has forgotten the connection (disconnected or aborted).
@@ -257,12 +259,13 @@ impl Sim {
     /// Moves the clock forward by `by`, firing every timer due on the way, in order.
     pub fn advance(&mut self, by: Duration) {
         let target = self.now + by;
-        while let Some(due) = self.hub.poll_timeout().filter(|due| *due <= target) {
-            self.now = self.now.max(due);
-            self.hub.handle_timeout(self.now);
-            self.drain();
+        while self.hub.poll_timeout().is_some_and(|due| due <= target) {
+            self.step();
+            if self.hub.poll_timeout().is_some_and(|due| due <= self.now) {
+                break; // a timer that does not move: already reported by `step`
+            }
         }
-        self.now = target;
+        self.now = self.now.max(target);
     }
 
     /// Jumps to the next timer and fires it; `false` if none is set.
@@ -380,11 +383,12 @@ impl Sim {
             Output::Ping { .. } => {
                 client.unflushed.push_back(0);
                 client.pings += 1;
-                answer_ping = client.responsive;
+                answer_ping = client.responsive && !client.stalled;
                 let _ = write!(line, "ping {conn}");
             }
             Output::Close { code, reason, .. } => {
                 client.closed = Some((code, reason.to_owned()));
+                client.closed_at = Some(now);
                 let _ = write!(line, "close {conn} {code} {reason}");
             }
             Output::Abort { .. } => {
