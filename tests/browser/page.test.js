@@ -45,6 +45,22 @@ async function shot(page, name, { fullPage = false } = {}) {
   await page.screenshot({ path: path.join(ARTIFACTS, name), fullPage });
 }
 
+/**
+ * Submits one of the page's forms and waits for *its* response in the "Last HTTP response"
+ * panel (not an earlier one). Returns the summary line and the X-Correlation-ID shown.
+ */
+async function submitForm(page, form) {
+  const before = Number(await page.getAttribute('#http-response', 'data-seq'));
+  await page.click(`${form} button[type="submit"]`);
+  await page.waitForFunction(
+    (n) => Number(document.getElementById('http-response').dataset.seq) > n, before,
+  );
+  return {
+    summary: (await page.textContent('#http-summary')).trim(),
+    cid: (await page.textContent('#http-correlation-id')).trim(),
+  };
+}
+
 /** Page texts that tell why a wait failed. */
 async function pageState(page) {
   return page.evaluate(() => ({
@@ -75,9 +91,9 @@ test('the page loads and shows events caused over HTTP, with their correlation i
     // 2. From the page's own form: the HTTP response and its correlation id are shown, and
     // the event it caused is highlighted as "your request".
     await page.fill('#project-name', 'from the page');
-    await page.click('#form-project button[type="submit"]');
-    await page.waitForFunction(() => /→ 201/.test(document.getElementById('http-summary').textContent));
-    const pageCid = (await page.textContent('#http-correlation-id')).trim();
+    const project = await submitForm(page, '#form-project');
+    assert.match(project.summary, /POST \/api\/v1\/projects → 201/);
+    const pageCid = project.cid;
     assert.match(pageCid, /\S{8,}/);
     await waitForRow(page, `.mine[data-type="project_created"][data-correlation-id="${pageCid}"]`);
     assert.match(await page.textContent('#http-body'), /from the page/);
@@ -85,9 +101,9 @@ test('the page loads and shows events caused over HTTP, with their correlation i
     // 3. Publish a custom event from the page's form.
     await page.fill('#publish-type', 'demo.browser_test');
     await page.fill('#publish-payload', '{"answer": 42}');
-    await page.click('#form-publish button[type="submit"]');
-    await page.waitForFunction(() => /→ 202/.test(document.getElementById('http-summary').textContent));
-    await waitForRow(page, '.mine[data-type="demo.browser_test"]');
+    const published = await submitForm(page, '#form-publish');
+    assert.match(published.summary, /POST \/api\/v1\/events → 202/);
+    await waitForRow(page, `.mine[data-type="demo.browser_test"][data-correlation-id="${published.cid}"]`);
 
     // 4. The filter box applies through subscribe: other types stop arriving. Events on one
     // connection arrive in order, so once the later event is here the earlier one would be.
@@ -107,10 +123,10 @@ test('the page loads and shows events caused over HTTP, with their correlation i
     await waitForRow(page, '[data-type="demo.visible_again"]');
 
     // 5. A scan from the page: its events carry the request's correlation id.
-    await page.click('#form-scan button[type="submit"]');
-    await page.waitForFunction(() => /→ 202/.test(document.getElementById('http-summary').textContent));
-    const scanCid = (await page.textContent('#http-correlation-id')).trim();
-    await waitForRow(page, `[data-type="scan_started"][data-correlation-id="${scanCid}"]`, 20000);
+    const scan = await submitForm(page, '#form-scan');
+    assert.match(scan.summary, /POST \/api\/v1\/videos\/scan → 202/);
+    await waitForRow(page, `[data-type="scan_started"][data-correlation-id="${scan.cid}"]`, 20000);
+    await waitForRow(page, `[data-type="scan_completed"][data-correlation-id="${scan.cid}"]`, 20000);
 
     await shot(page, 'page.png', { fullPage: true });
     assert.deepEqual(consoleLines.filter((l) => l.startsWith('[pageerror]')), []);
@@ -231,17 +247,16 @@ test('a wrong token stops retrying and shows 4401', { timeout: 60000 }, async (t
     assert.equal(await page.evaluate(() => window.ferret.state), 'failed');
 
     // The page's HTTP calls carry the same (wrong) token: 401 is shown.
-    await page.click('#form-project button[type="submit"]');
-    await page.waitForFunction(() => /→ 401/.test(document.getElementById('http-summary').textContent));
+    const refused = await submitForm(page, '#form-project');
+    assert.match(refused.summary, /→ 401/);
 
     // With the right token the same page works end to end.
     const good = await context.newPage();
     await good.goto(`${server.url}/?token=right`);
     await waitUntilLive(good);
-    await good.click('#form-project button[type="submit"]');
-    await good.waitForFunction(() => /→ 201/.test(document.getElementById('http-summary').textContent));
-    const cid = (await good.textContent('#http-correlation-id')).trim();
-    await waitForRow(good, `[data-correlation-id="${cid}"]`);
+    const ok = await submitForm(good, '#form-project');
+    assert.match(ok.summary, /→ 201/);
+    await waitForRow(good, `[data-correlation-id="${ok.cid}"]`);
   } catch (err) {
     await shot(page, 'failure-token.png').catch(() => {});
     err.message += `\npage: ${JSON.stringify(await pageState(page))}\nserver:\n${server.output()}`;
