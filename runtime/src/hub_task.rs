@@ -1,0 +1,227 @@
+//! The hub task: the one owner of the [`Hub`], driven by commands and one timer.
+
+use std::collections::HashMap;
+use std::future::{poll_fn, Future};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::Poll;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use ferret_ws_core::{
+    ConnId, ConnParams, DisconnectCause, Epoch, Event, EventId, Hub, HubConfig, Input, Metrics, Output,
+    PublishError,
+};
+use futures::channel::{mpsc, oneshot};
+use futures::StreamExt;
+use time::OffsetDateTime;
+
+use crate::conn::{ConnEntry, WriterCmd};
+use crate::handle::{HubHandle, Shared};
+use crate::Runtime;
+
+/// Room in the hub's inbound channel. Each sender may have one more message in flight, so
+/// this bounds what the readers and writers can queue before they wait (and, through them,
+/// TCP pushes back on clients).
+const COMMAND_QUEUE: usize = 1024;
+
+/// Commands handled per wake-up before the task yields to its runtime, so that a flood of
+/// inputs cannot starve the other tasks of a worker thread.
+const MAX_COMMANDS_PER_WAKE: usize = 256;
+
+/// What the handle and the connection tasks ask of the hub task.
+pub(crate) enum Command {
+    /// An upgraded connection: register it and answer with its id.
+    Register { params: ConnParams, entry: ConnEntry, reply: oneshot::Sender<ConnId> },
+    /// A fact from a connection's reader or writer.
+    Input(Input),
+    Publish { event: Event, reply: oneshot::Sender<Result<EventId, PublishError>> },
+    Metrics { reply: oneshot::Sender<Metrics> },
+    /// Start the shutdown; answer when every connection is gone.
+    Shutdown { reply: oneshot::Sender<()> },
+    /// Answer when a shutdown has completed.
+    WaitFinished { reply: oneshot::Sender<()> },
+}
+
+/// Starts a hub with a fresh random epoch (from the OS RNG) and spawns its task on
+/// `runtime`; returns the handle to it.
+///
+/// This is what the adapters' `start` calls with their runtime.
+pub fn start_on<R: Runtime>(runtime: R, config: HubConfig) -> HubHandle {
+    let hub = Hub::new(config.clone(), random_epoch(), runtime.now(), OffsetDateTime::now_utc());
+    let shared = Arc::new(Shared::new(config, hub.epoch(), hub.max_queued_outputs()));
+    let (commands, inbox) = mpsc::channel(COMMAND_QUEUE);
+    let task = HubTask {
+        runtime: runtime.clone(),
+        hub,
+        conns: HashMap::new(),
+        finished: Vec::new(),
+        shared: Arc::clone(&shared),
+    };
+    runtime.spawn(task.run(inbox));
+    HubHandle::new(commands, shared)
+}
+
+/// 32 random bits from the OS. Should the OS RNG fail (it practically cannot on the systems
+/// we run on), the clock and the process id still make a repeated epoch very unlikely.
+fn random_epoch() -> Epoch {
+    Epoch(getrandom::u32().unwrap_or_else(|e| {
+        tracing::warn!(error = %e, "OS RNG unavailable; deriving the epoch from the clock");
+        let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.subsec_nanos());
+        nanos ^ std::process::id().rotate_left(16)
+    }))
+}
+
+struct HubTask<R: Runtime> {
+    runtime: R,
+    hub: Hub,
+    /// The adapter side of each connection the hub knows: its writer queue and how to stop
+    /// its tasks.
+    conns: HashMap<ConnId, ConnEntry>,
+    /// Who waits for the shutdown to complete.
+    finished: Vec<oneshot::Sender<()>>,
+    shared: Arc<Shared>,
+}
+
+/// Why the task woke up.
+enum Wake {
+    Command(Command),
+    /// Every sender is gone: no handle and no connection task is left.
+    Closed,
+    Timer,
+}
+
+impl<R: Runtime> HubTask<R> {
+    async fn run(mut self, mut inbox: mpsc::Receiver<Command>) {
+        let mut timer: Option<(Instant, Pin<Box<R::Sleep>>)> = None;
+        loop {
+            let wake = poll_fn(|cx| {
+                if let Poll::Ready(command) = inbox.poll_next_unpin(cx) {
+                    return Poll::Ready(command.map_or(Wake::Closed, Wake::Command));
+                }
+                match &mut timer {
+                    Some((_, sleep)) => sleep.as_mut().poll(cx).map(|()| Wake::Timer),
+                    None => Poll::Pending,
+                }
+            })
+            .await;
+            let now = self.runtime.now(); // the one clock read of this wake-up
+            let mut handled = 0;
+            match wake {
+                Wake::Closed => break,
+                Wake::Timer => timer = None, // fired: never poll it again
+                Wake::Command(command) => {
+                    self.handle(now, command);
+                    handled = 1;
+                    while handled < MAX_COMMANDS_PER_WAKE {
+                        let Ok(command) = inbox.try_recv() else { break };
+                        self.handle(now, command);
+                        handled += 1;
+                    }
+                }
+            }
+            self.collect_refusals(now);
+            // Due work runs whether or not the timer was what woke us.
+            if self.hub.poll_timeout().is_some_and(|deadline| deadline <= now) {
+                self.hub.handle_timeout(now);
+                self.drain();
+            }
+            if self.hub.is_finished() {
+                for waiter in self.finished.drain(..) {
+                    let _ = waiter.send(());
+                }
+            }
+            let deadline = self.hub.poll_timeout();
+            if timer.as_ref().map(|(at, _)| *at) != deadline {
+                timer = deadline.map(|at| (at, Box::pin(self.runtime.sleep_until(at))));
+            }
+            if handled == MAX_COMMANDS_PER_WAKE {
+                yield_now().await;
+            }
+        }
+    }
+
+    fn handle(&mut self, now: Instant, command: Command) {
+        match command {
+            Command::Register { params, entry, reply } => {
+                let conn = self.hub.accept(now, params);
+                self.conns.insert(conn, entry);
+                if reply.send(conn).is_err() {
+                    // The connection's task is gone before it learnt its id: nothing will
+                    // ever report for it, so report its end now.
+                    self.disconnected(now, conn, DisconnectCause::Lost);
+                }
+            }
+            Command::Input(Input::Disconnected { conn, cause }) => self.disconnected(now, conn, cause),
+            Command::Input(input) => self.hub.handle_input(now, input),
+            Command::Publish { event, reply } => {
+                let _ = reply.send(self.hub.publish(now, event));
+            }
+            Command::Metrics { reply } => {
+                self.collect_refusals(now);
+                let _ = reply.send(self.hub.metrics(now));
+            }
+            Command::Shutdown { reply } => {
+                self.hub.shutdown(now);
+                self.finished.push(reply);
+            }
+            Command::WaitFinished { reply } => self.finished.push(reply),
+        }
+        self.drain();
+    }
+
+    fn disconnected(&mut self, now: Instant, conn: ConnId, cause: DisconnectCause) {
+        self.hub.handle_input(now, Input::Disconnected { conn, cause });
+        self.drain(); // nothing for `conn`, but keep "drain after every call"
+        self.conns.remove(&conn);
+    }
+
+    /// Reports the handshakes that `admit` refused since the last wake-up.
+    fn collect_refusals(&mut self, now: Instant) {
+        for (status, count) in self.shared.take_refused() {
+            for _ in 0..count {
+                self.hub.handle_input(now, Input::Refused { status });
+            }
+        }
+    }
+
+    /// Carries out every pending output, in order, without waiting on any socket.
+    fn drain(&mut self) {
+        while let Some(output) = self.hub.poll_output() {
+            let (conn, command) = match output {
+                Output::Send { conn, frame } => (conn, WriterCmd::Text(frame)),
+                Output::Ping { conn } => (conn, WriterCmd::Ping),
+                Output::Close { conn, code, reason } => (conn, WriterCmd::Close(code, reason)),
+                Output::Abort { conn } => {
+                    if let Some(entry) = self.conns.remove(&conn) {
+                        entry.abort();
+                    }
+                    continue;
+                }
+            };
+            let Some(entry) = self.conns.get_mut(&conn) else { continue };
+            if let Err(e) = entry.queue.try_send(command) {
+                // Disconnected: the writer is gone and its reader is about to report the end.
+                // Full cannot happen while writers report what they flushed (the queue holds
+                // `max_queued_outputs`); if it does, the frame is lost and it is our bug.
+                if e.is_full() {
+                    tracing::error!(%conn, "writer queue overflow: a frame was dropped");
+                    debug_assert!(false, "writer queue of {conn} overflowed");
+                }
+            }
+        }
+    }
+}
+
+/// Returns `Pending` once, to let the runtime run other tasks.
+async fn yield_now() {
+    let mut yielded = false;
+    poll_fn(|cx| {
+        if yielded {
+            return Poll::Ready(());
+        }
+        yielded = true;
+        cx.waker().wake_by_ref();
+        Poll::Pending
+    })
+    .await;
+}

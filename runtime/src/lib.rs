@@ -1,0 +1,73 @@
+//! The runtime-agnostic async glue of ferret-ws, shared by `ferret-ws-tokio` and
+//! `ferret-ws-async-std`.
+//!
+//! Everything here is written against the `futures` traits and async-tungstenite's generic
+//! (runtime-neutral) functions. A runtime adapter supplies only what its runtime truly
+//! differs in, through the small [`Runtime`] trait (spawn, clock, timer), plus its own TCP
+//! types; applications use the adapters, which re-export this crate.
+//!
+//! # Theory of operation
+//!
+//! ```text
+//!            admit (sync)            Register / Input / Publish / ...        try_send
+//! handshake ──────────────► HubHandle ───────────────────────────► hub task ──────────► writer queue
+//!                                        (bounded futures mpsc)    owns Hub     (bounded, per connection)
+//!   reader task ── Text / Binary / Alive / Violation / Disconnected ──►│
+//!   writer task ── Flushed { frames, bytes } ──────────────────────────►│
+//! ```
+//!
+//! - **The hub task** owns the [`ferret_ws_core::Hub`] outright. Each wake-up (a command or
+//!   its one timer) it reads the clock once, feeds the hub, drains every output into the
+//!   connections' writer queues with `try_send` (never waiting on a socket), and sleeps until
+//!   [`Hub::poll_timeout`](ferret_ws_core::Hub::poll_timeout).
+//! - **Per connection**, a reader task turns WebSocket messages into core inputs, and a writer
+//!   task takes frames from a bounded queue of [`Hub::max_queued_outputs`] entries, writes
+//!   them in batches and reports [`Input::Flushed`](ferret_ws_core::Input::Flushed). The core
+//!   counts what is queued, so the queue never overflows and a stalled socket stalls only its
+//!   own writer.
+//! - **No protocol decisions here.** Which frames go where, when to ping, when and how to
+//!   close, what to drop: all of it comes from the core's outputs. The only limits set here
+//!   are defence in depth taken from the [`HubConfig`](ferret_ws_core::HubConfig)
+//!   ([`websocket_config`]).
+//!
+//! [`Hub::max_queued_outputs`]: ferret_ws_core::Hub::max_queued_outputs
+#![forbid(unsafe_code)]
+#![warn(missing_docs, unreachable_pub)]
+
+use std::future::Future;
+use std::time::Instant;
+
+mod conn;
+mod handle;
+mod hub_task;
+mod serve;
+
+pub use async_tungstenite;
+pub use async_tungstenite::tungstenite;
+pub use handle::{Admission, HubHandle, Ticket};
+pub use hub_task::start_on;
+pub use serve::{
+    serve_incoming_on, serve_stream_on, serve_upgraded_on, websocket_config, HandshakeFields,
+    READ_BUFFER_SIZE, WRITE_BUFFER_SIZE, WS_PATH,
+};
+
+/// What a runtime adapter provides: the only things in which async runtimes truly differ
+/// (besides their TCP types, which the adapters handle themselves).
+///
+/// Like quinn's `Runtime`, this is deliberately tiny; an implementation is a few lines.
+pub trait Runtime: Clone + Send + Sync + 'static {
+    /// The future returned by [`Runtime::sleep_until`].
+    type Sleep: Future<Output = ()> + Send + 'static;
+
+    /// The current monotonic time. The hub task reads it exactly once per wake-up; this is
+    /// the only clock read of the whole server (besides the wall clock at start).
+    fn now(&self) -> Instant;
+
+    /// A future that completes at `deadline` (at once if it has passed).
+    fn sleep_until(&self, deadline: Instant) -> Self::Sleep;
+
+    /// Runs `future` to completion in the background (detached).
+    fn spawn<F>(&self, future: F)
+    where
+        F: Future<Output = ()> + Send + 'static;
+}

@@ -1,0 +1,249 @@
+//! Handshakes and the accept loop: from a byte stream to a served connection.
+
+use std::borrow::Cow;
+use std::io;
+use std::time::Duration;
+
+use ferret_ws_core::{HandshakeRequest, HubConfig, Input, Rejection};
+use futures::future::{select, Either};
+use futures::io::{AsyncRead, AsyncWrite};
+use futures::{Stream, StreamExt};
+
+use async_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, Response};
+use async_tungstenite::tungstenite::http::{self, header, HeaderMap, StatusCode, Uri};
+use async_tungstenite::tungstenite::protocol::frame::CloseFrame;
+use async_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
+use async_tungstenite::WebSocketStream;
+
+use crate::handle::{Admission, HubHandle};
+use crate::{conn, Runtime};
+
+/// The path of the event stream (CONTRACT.md §2); the standalone accept loop answers 404 to
+/// any other.
+pub const WS_PATH: &str = "/ws";
+
+/// tungstenite's read buffer per connection. Client messages are small JSON (4 KiB at most
+/// by default); the 128 KiB default would cost ~135 KiB per idle connection.
+pub const READ_BUFFER_SIZE: usize = 4 << 10;
+
+/// How much tungstenite collects before writing to the socket. The writer flushes after each
+/// batch anyway; this only merges small frames into fewer writes.
+pub const WRITE_BUFFER_SIZE: usize = 4 << 10;
+
+/// The smallest frame that tungstenite's write buffer always takes whole. The core lets one
+/// frame of any size into an empty send queue, and the publish API takes bodies up to 1 MiB.
+const MIN_LARGEST_FRAME: usize = 2 << 20;
+
+/// A pause after an accept error that is not about one connection (such as running out of
+/// file descriptors), so that the loop does not spin while the condition lasts.
+const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(100);
+
+/// The tungstenite settings for a hub's connections: small buffers for small JSON frames, a
+/// finite write buffer, and, as defence in depth, the client message limit of `config`.
+///
+/// A message of exactly `max_client_message` bytes is accepted; a larger message or frame
+/// is a [`Violation::MessageTooLarge`](ferret_ws_core::Violation::MessageTooLarge), which the
+/// hub closes with 1009.
+pub fn websocket_config(config: &HubConfig) -> WebSocketConfig {
+    let largest_frame = config.send_queue_bytes().max(MIN_LARGEST_FRAME);
+    WebSocketConfig::default()
+        .read_buffer_size(READ_BUFFER_SIZE)
+        .write_buffer_size(WRITE_BUFFER_SIZE)
+        .max_write_buffer_size(WRITE_BUFFER_SIZE + largest_frame + 64)
+        .max_message_size(Some(config.max_client_message()))
+        .max_frame_size(Some(config.max_client_message()))
+}
+
+/// The raw request fields the handshake decision reads, owned, so that they can be taken
+/// from any HTTP library's request (`http` 1.x types, as tungstenite, hyper and axum use).
+///
+/// A header given several times is passed on as its values joined with `, ` (RFC 9110
+/// §5.3), and a value that is not UTF-8 with replacement characters: either way the core
+/// sees a value it does not accept, rather than no value.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct HandshakeFields {
+    /// The query string without `?`.
+    pub query: Option<String>,
+    /// `Last-Event-ID`.
+    pub last_event_id: Option<String>,
+    /// `Authorization`.
+    pub authorization: Option<String>,
+    /// `Origin`.
+    pub origin: Option<String>,
+}
+
+impl HandshakeFields {
+    /// Takes the fields from a request's URI and headers.
+    pub fn from_parts(uri: &Uri, headers: &HeaderMap) -> HandshakeFields {
+        let field = |name: &str| {
+            let mut values = headers.get_all(name).iter().map(|v| String::from_utf8_lossy(v.as_bytes()));
+            let first = values.next()?;
+            Some(values.fold(first.into_owned(), |mut all, next: Cow<'_, str>| {
+                all.push_str(", ");
+                all.push_str(&next);
+                all
+            }))
+        };
+        HandshakeFields {
+            query: uri.query().map(str::to_owned),
+            last_event_id: field("last-event-id"),
+            authorization: field(header::AUTHORIZATION.as_str()),
+            origin: field(header::ORIGIN.as_str()),
+        }
+    }
+
+    /// The request for [`HubHandle::admit`]; `local_port` is the port the server listens on.
+    pub fn request(&self, local_port: Option<u16>) -> HandshakeRequest<'_> {
+        HandshakeRequest {
+            query: self.query.as_deref(),
+            last_event_id: self.last_event_id.as_deref(),
+            authorization: self.authorization.as_deref(),
+            origin: self.origin.as_deref(),
+            local_port,
+        }
+    }
+}
+
+/// The standalone accept loop: serves every stream of `incoming` as a `/ws` connection
+/// ([`serve_stream_on`], each in a task of its own) until the hub has finished shutting
+/// down, then returns. `local_port` is the listening port, for the default Origin check.
+///
+/// Errors of single connections are skipped; other accept errors (out of file descriptors)
+/// are logged and retried after a short pause.
+pub async fn serve_incoming_on<R, S, I>(
+    runtime: R,
+    hub: HubHandle,
+    local_port: Option<u16>,
+    mut incoming: I,
+) -> io::Result<()>
+where
+    R: Runtime,
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    I: Stream<Item = io::Result<S>> + Unpin,
+{
+    let finished = hub.finished();
+    let mut finished = std::pin::pin!(finished);
+    loop {
+        let stream = match select(incoming.next(), finished.as_mut()).await {
+            Either::Left((Some(Ok(stream)), _)) => stream,
+            Either::Left((Some(Err(e)), _)) if is_per_connection(&e) => continue,
+            Either::Left((Some(Err(e)), _)) => {
+                tracing::warn!(error = %e, "accept failed; pausing");
+                runtime.sleep_until(runtime.now() + ACCEPT_ERROR_PAUSE).await;
+                continue;
+            }
+            Either::Left((None, _)) | Either::Right(_) => return Ok(()),
+        };
+        let (task_runtime, hub) = (runtime.clone(), hub.clone());
+        runtime.spawn(async move { serve_stream_on(&task_runtime, &hub, stream, local_port).await });
+    }
+}
+
+fn is_per_connection(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::ConnectionAborted
+            | io::ErrorKind::ConnectionReset
+            | io::ErrorKind::ConnectionRefused
+            | io::ErrorKind::Interrupted
+            | io::ErrorKind::WouldBlock
+    )
+}
+
+/// Serves one accepted byte stream: the HTTP handshake through async-tungstenite's
+/// `accept_hdr` callback, which applies the hub's decision ([`HubHandle::admit`]): an HTTP
+/// refusal (403, 503, and 404 for a path other than [`WS_PATH`]) before upgrading, a close
+/// frame (4400, 4401) right after it, or the connection until it ends.
+#[allow(clippy::result_large_err)] // the callback's error type is tungstenite's
+pub async fn serve_stream_on<R, S>(runtime: &R, hub: &HubHandle, stream: S, local_port: Option<u16>)
+where
+    R: Runtime,
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let mut admission = None;
+    let callback = |request: &Request, response: Response| -> Result<Response, ErrorResponse> {
+        if request.uri().path() != WS_PATH {
+            return Err(refusal_response(StatusCode::NOT_FOUND, "not found", None));
+        }
+        let fields = HandshakeFields::from_parts(request.uri(), request.headers());
+        match hub.admit(&fields.request(local_port)) {
+            Admission::Refuse(refusal) => {
+                let status = StatusCode::from_u16(refusal.status).unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
+                Err(refusal_response(status, &refusal.reason, refusal.retry_after))
+            }
+            decided => {
+                admission = Some(decided);
+                Ok(response)
+            }
+        }
+    };
+    let config = websocket_config(hub.config());
+    let ws = match async_tungstenite::accept_hdr_async_with_config(stream, callback, Some(config)).await {
+        Ok(ws) => ws,
+        Err(e) => {
+            tracing::debug!(error = %e, "handshake failed or refused");
+            return;
+        }
+    };
+    if let Some(admission) = admission {
+        serve_websocket(runtime, hub, ws, admission).await;
+    }
+}
+
+/// Serves a stream that a host framework (hyper, axum) has already upgraded after answering
+/// the handshake itself with [`HubHandle::admit`]'s decision.
+///
+/// [`Admission::Accept`] registers the connection and serves it until it ends;
+/// [`Admission::Reject`] sends its close frame and ends. [`Admission::Refuse`] should have
+/// been answered with an HTTP status instead of upgrading: the stream is dropped.
+pub async fn serve_upgraded_on<R, S>(runtime: &R, hub: &HubHandle, stream: S, admission: Admission)
+where
+    R: Runtime,
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let config = websocket_config(hub.config());
+    let ws = WebSocketStream::from_raw_socket(stream, Role::Server, Some(config)).await;
+    serve_websocket(runtime, hub, ws, admission).await;
+}
+
+async fn serve_websocket<R, S>(runtime: &R, hub: &HubHandle, ws: WebSocketStream<S>, admission: Admission)
+where
+    R: Runtime,
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    match admission {
+        Admission::Accept(ticket) => conn::run(runtime, hub, ws, ticket).await,
+        Admission::Reject(rejection) => reject(runtime, hub, ws, rejection).await,
+        Admission::Refuse(refusal) => {
+            tracing::warn!(status = refusal.status, "an upgraded stream came with a refusal; dropped");
+        }
+    }
+}
+
+/// Sends the rejection's close frame and waits for the client's answer, as long as the hub
+/// would wait for one of its own closes (`close_timeout`).
+async fn reject<R, S>(runtime: &R, hub: &HubHandle, mut ws: WebSocketStream<S>, rejection: Rejection)
+where
+    R: Runtime,
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    hub.report(Input::Rejected { code: rejection.code }).await;
+    let frame = CloseFrame { code: rejection.code.0.into(), reason: rejection.reason.into() };
+    if ws.close(Some(frame)).await.is_err() {
+        return;
+    }
+    let answered = async { while let Some(Ok(_)) = ws.next().await {} };
+    let deadline = runtime.sleep_until(runtime.now() + hub.config().close_timeout());
+    select(std::pin::pin!(answered), std::pin::pin!(deadline)).await;
+}
+
+fn refusal_response(status: StatusCode, reason: &str, retry_after: Option<Duration>) -> ErrorResponse {
+    let mut response = http::Response::new(Some(format!("{reason}\n")));
+    *response.status_mut() = status;
+    let headers = response.headers_mut();
+    headers.insert(header::CONTENT_TYPE, http::HeaderValue::from_static("text/plain; charset=utf-8"));
+    if let Some(after) = retry_after {
+        headers.insert(header::RETRY_AFTER, http::HeaderValue::from(after.as_secs().max(1)));
+    }
+    response
+}
