@@ -99,35 +99,3 @@ impl RateLimiter {
         true
     }
 }
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn burst_then_steady_rate() {
-        let t0 = Instant::now();
-        let mut limiter = RateLimiter { next_free: t0 };
-        let allowed = (0..100).filter(|_| limiter.allow(t0, 20, 40)).count();
-        assert_eq!(allowed, 40);
-        // One token comes back every 50 ms.
-        assert!(!limiter.allow(t0 + Duration::from_millis(49), 20, 40));
-        assert!(limiter.allow(t0 + Duration::from_millis(50), 20, 40));
-        // After a quiet second the bucket holds 20 more.
-        let later = t0 + Duration::from_millis(1050);
-        assert_eq!(
-            (0..100).filter(|_| limiter.allow(later, 20, 40)).count(),
-            20
-        );
-    }
-
-    #[test]
-    fn an_empty_queue_takes_one_oversized_frame() {
-        let conn = Conn::new(Instant::now(), TypeFilter::all(), None);
-        assert!(conn.has_room(10_000, 4, 100));
-        let mut busy = Conn::new(Instant::now(), TypeFilter::all(), None);
-        busy.count_queued(&Bytes::from_static(b"x"));
-        assert!(!busy.has_room(100, 4, 100));
-        assert!(busy.has_room(99, 4, 100));
-    }
-}

@@ -201,29 +201,8 @@ impl ReplayBuffer {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::event::{Event, EventType, Timestamp};
 
     const EPOCH: Epoch = Epoch(0xabcd_ef01);
-
-    fn event(seq: u64) -> SequencedEvent {
-        let at = Timestamp::new(time::OffsetDateTime::UNIX_EPOCH);
-        Event::new(EventType::new("e").unwrap()).sequence(
-            EventId {
-                epoch: EPOCH,
-                seq: Seq(seq),
-            },
-            at,
-        )
-    }
-
-    fn seqs_after(buffer: &ReplayBuffer, mut seq: Seq) -> Vec<u64> {
-        let mut out = Vec::new();
-        while let Some(e) = buffer.next_after(seq) {
-            seq = e.id().seq;
-            out.push(seq.0);
-        }
-        out
-    }
 
     fn anchor(seq: u64) -> String {
         EventId {
@@ -231,91 +210,6 @@ mod tests {
             seq: Seq(seq),
         }
         .to_string()
-    }
-
-    #[test]
-    fn fifo_eviction_keeps_the_newest() {
-        let now = Instant::now();
-        let mut buffer = ReplayBuffer::new(3, usize::MAX, Duration::from_secs(60));
-        for seq in 1..=5 {
-            buffer.push(now, event(seq));
-        }
-        assert_eq!(seqs_after(&buffer, Seq(0)), [3, 4, 5]);
-        assert_eq!(
-            buffer.resume(Some(&anchor(1)), EPOCH, Seq(5)).resync,
-            Some(ResyncReason::Evicted)
-        );
-        // The anchor itself was evicted, but every later event is buffered: no resync.
-        assert_eq!(
-            buffer.resume(Some(&anchor(2)), EPOCH, Seq(5)),
-            Resume {
-                resync: None,
-                after: Seq(2)
-            }
-        );
-    }
-
-    #[test]
-    fn memory_stays_bounded_after_many_events() {
-        let now = Instant::now();
-        let mut buffer = ReplayBuffer::new(200, usize::MAX, Duration::from_secs(60));
-        for seq in 1..=1000 {
-            buffer.push(now, event(seq));
-        }
-        assert_eq!(buffer.len(), 200);
-        assert_eq!(seqs_after(&buffer, Seq(0)).first(), Some(&801));
-    }
-
-    #[test]
-    fn byte_cap_evicts_and_oversized_events_are_never_stored() {
-        let now = Instant::now();
-        let size = event(1).frame().len();
-        let mut buffer = ReplayBuffer::new(100, size * 2, Duration::from_secs(60));
-        for seq in 1..=3 {
-            buffer.push(now, event(seq));
-        }
-        assert_eq!(seqs_after(&buffer, Seq(0)), [2, 3]);
-        assert!(buffer.bytes() <= size * 2);
-        let mut tiny = ReplayBuffer::new(100, size - 1, Duration::from_secs(60));
-        tiny.push(now, event(1));
-        assert_eq!(tiny.len(), 0);
-        assert_eq!(tiny.lost_after(Seq(0)), Some(ResyncReason::Evicted));
-    }
-
-    #[test]
-    fn size_zero_disables_replay() {
-        let now = Instant::now();
-        let mut buffer = ReplayBuffer::new(0, usize::MAX, Duration::from_secs(60));
-        buffer.push(now, event(1));
-        assert_eq!(buffer.len(), 0);
-        assert_eq!(buffer.resume(Some(&anchor(1)), EPOCH, Seq(1)).resync, None);
-        buffer.push(now, event(2));
-        assert_eq!(
-            buffer.resume(Some(&anchor(1)), EPOCH, Seq(2)).resync,
-            Some(ResyncReason::Evicted)
-        );
-    }
-
-    #[test]
-    fn ttl_expires_old_events() {
-        let start = Instant::now();
-        let mut buffer = ReplayBuffer::new(10, usize::MAX, Duration::from_secs(60));
-        buffer.push(start, event(1));
-        buffer.push(start + Duration::from_secs(30), event(2));
-        assert_eq!(buffer.fresh_len(start + Duration::from_secs(61)), 1);
-        buffer.prune(start + Duration::from_secs(61));
-        assert_eq!(seqs_after(&buffer, Seq(0)), [2]);
-        assert_eq!(buffer.resume(Some(&anchor(1)), EPOCH, Seq(2)).resync, None);
-        buffer.push(start + Duration::from_secs(62), event(3));
-        buffer.prune(start + Duration::from_secs(91));
-        let stale = buffer.resume(Some(&anchor(1)), EPOCH, Seq(3));
-        assert_eq!(
-            stale,
-            Resume {
-                resync: Some(ResyncReason::Expired),
-                after: Seq(2)
-            }
-        );
     }
 
     #[test]

@@ -1,5 +1,8 @@
 //! The hub's rules, one scenario each, on a simulated clock: no sockets, no sleeps.
 
+// The simulated clock needs one arbitrary origin; only offsets from it are ever compared.
+#![allow(clippy::disallowed_methods)]
+
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -674,4 +677,43 @@ fn filters_apply_to_replayed_events() {
         ..Default::default()
     });
     assert_eq!(sim.clients[&conn].event_seqs(), [3]);
+}
+
+#[test]
+fn the_replay_buffer_is_bounded_in_bytes_too() {
+    let mut one = sim(config());
+    one.publish("e", None);
+    let size = one
+        .clients
+        .is_empty()
+        .then(|| one.hub.metrics(one.now).replay_bytes)
+        .unwrap();
+
+    let mut sim = sim(config().replay_buffer_bytes(size * 2));
+    for _ in 0..3 {
+        sim.publish("e", None);
+    }
+    assert_eq!(sim.hub.replay_len(), 2);
+    assert!(sim.hub.metrics(sim.now).replay_bytes <= size * 2);
+    let conn = resume(&mut sim, &anchor(1));
+    assert_eq!(resync_reason(&sim, conn).as_deref(), Some("evicted"));
+    assert_eq!(sim.clients[&conn].event_seqs(), [2, 3]);
+
+    // An event larger than the whole bound is never stored and counts as evicted.
+    let big = "x".repeat(size * 2);
+    sim.publish("big", Some(json!({ "pad": big })));
+    assert_eq!(sim.hub.replay_len(), 0);
+    let late = resume(&mut sim, &anchor(3));
+    assert_eq!(resync_reason(&sim, late).as_deref(), Some("evicted"));
+}
+
+#[test]
+fn only_fresh_events_count_as_buffered() {
+    let mut sim = sim(config().replay_ttl(5000 * MS));
+    sim.publish("old", None);
+    sim.advance(3000 * MS);
+    sim.publish("new", None);
+    assert_eq!(sim.hub.metrics(sim.now).replay_buffered, 2);
+    sim.advance(2000 * MS);
+    assert_eq!(sim.hub.metrics(sim.now).replay_buffered, 1);
 }
