@@ -70,6 +70,8 @@ mod message;
 mod metrics;
 mod replay;
 
+#[cfg(feature = "fuzzing")]
+pub mod fuzzing;
 #[cfg(any(test, feature = "sim"))]
 pub mod sim;
 

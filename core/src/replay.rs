@@ -134,7 +134,13 @@ impl ReplayBuffer {
             seq,
         }) = EventId::parse(raw)
         else {
-            return resync(ResyncReason::Invalid);
+            // An id of the right shape whose seq overflows 64 bits is still an id: it is ahead
+            // of anything sequenced, or from another epoch (contract §5, "Anchors").
+            return resync(match oversized_anchor_epoch(raw) {
+                None => ResyncReason::Invalid,
+                Some(other) if other != epoch => ResyncReason::UnknownEpoch,
+                Some(_) => ResyncReason::Ahead,
+            });
         };
         if anchor_epoch != epoch {
             return resync(ResyncReason::UnknownEpoch);
@@ -196,6 +202,16 @@ impl ReplayBuffer {
             None => false,
         }
     }
+}
+
+/// The epoch of an anchor shaped like an event id (`^[0-9a-f]{8}-[1-9][0-9]*$`) whose seq
+/// does not fit 64 bits, which [`EventId::parse`] refuses; `None` for any other anchor.
+fn oversized_anchor_epoch(raw: &str) -> Option<Epoch> {
+    let (epoch, seq) = raw.split_once('-')?;
+    let digits = seq.starts_with(|c: char| matches!(c, '1'..='9'))
+        && seq.bytes().all(|b| b.is_ascii_digit());
+    let id = EventId::parse(&format!("{epoch}-1")).filter(|_| digits)?;
+    Some(id.epoch)
 }
 
 #[cfg(test)]
