@@ -63,7 +63,9 @@ impl Runtime for AsyncStd {
     }
 
     fn sleep_until(&self, deadline: Instant) -> Self::Sleep {
-        Box::pin(async_std::task::sleep(deadline.saturating_duration_since(Instant::now())))
+        Box::pin(async_std::task::sleep(
+            deadline.saturating_duration_since(Instant::now()),
+        ))
     }
 
     fn spawn<F>(&self, future: F)

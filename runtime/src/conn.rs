@@ -81,7 +81,11 @@ where
     let (queue, queued) = mpsc::channel(hub.queue_capacity());
     let (reader_abort, reader_registration) = AbortHandle::new_pair();
     let (writer_abort, writer_registration) = AbortHandle::new_pair();
-    let entry = ConnEntry { queue, reader: reader_abort, writer: writer_abort.clone() };
+    let entry = ConnEntry {
+        queue,
+        reader: reader_abort,
+        writer: writer_abort.clone(),
+    };
     let Some(conn) = hub.register(params, entry).await else {
         return; // the hub task is gone; dropping the socket is all there is to do
     };
@@ -149,7 +153,10 @@ async fn read_half<S>(
             Err(Ok(WriterEnd::Failed) | Err(_)) => break ReadEnd::WriterFailed,
         };
         let input = match message {
-            Message::Text(text) => Input::Text { conn, text: Bytes::from(text) },
+            Message::Text(text) => Input::Text {
+                conn,
+                text: Bytes::from(text),
+            },
             Message::Binary(_) => Input::Binary { conn },
             Message::Ping(_) | Message::Pong(_) => Input::Alive { conn },
             Message::Close(frame) => {
@@ -164,7 +171,9 @@ async fn read_half<S>(
         }
     };
     if let ReadEnd::Violation(kind) = end {
-        let _ = commands.send(Command::Input(Input::Violation { conn, kind })).await;
+        let _ = commands
+            .send(Command::Input(Input::Violation { conn, kind }))
+            .await;
         // The hub answers with a close frame. Once the writer has sent it, read and discard
         // whatever the client still sends until it hangs up: closing a socket with unread
         // data resets the connection, and the client could lose the close frame. The hub
@@ -186,7 +195,9 @@ async fn read_half<S>(
         Some(code) => DisconnectCause::Closed(code),
         None => DisconnectCause::Lost,
     };
-    let _ = commands.send(Command::Input(Input::Disconnected { conn, cause })).await;
+    let _ = commands
+        .send(Command::Input(Input::Disconnected { conn, cause }))
+        .await;
 }
 
 async fn discard_until_eof<S: AsyncRead + Unpin>(mut socket: S) {
@@ -252,7 +263,10 @@ where
                     sink.feed(Message::Ping(Bytes::new())).await?;
                 }
                 WriterCmd::Close(code, reason) => {
-                    let frame = CloseFrame { code: code.0.into(), reason: Utf8Bytes::from_static(reason) };
+                    let frame = CloseFrame {
+                        code: code.0.into(),
+                        reason: Utf8Bytes::from_static(reason),
+                    };
                     sink.feed(Message::Close(Some(frame))).await?;
                     closed = true;
                     break;
@@ -265,7 +279,11 @@ where
         }
         sink.flush().await?;
         if frames > 0 {
-            let flushed = Input::Flushed { conn, frames, bytes };
+            let flushed = Input::Flushed {
+                conn,
+                frames,
+                bytes,
+            };
             if commands.send(Command::Input(flushed)).await.is_err() {
                 return Ok(false);
             }

@@ -7,8 +7,8 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use ferret_ws_core::{
-    decide, ConnId, ConnParams, Decision, Epoch, Event, EventId, HandshakeRequest, HubConfig, Input,
-    Metrics, PublishError, Refusal, Rejection,
+    decide, ConnId, ConnParams, Decision, Epoch, Event, EventId, HandshakeRequest, HubConfig,
+    Input, Metrics, PublishError, Refusal, Rejection,
 };
 use futures::channel::{mpsc, oneshot};
 use futures::SinkExt;
@@ -63,14 +63,21 @@ impl Shared {
     }
 
     fn count_refused(&self, status: u16) {
-        *self.refused.lock().unwrap_or_else(PoisonError::into_inner).entry(status).or_default() += 1;
+        *self
+            .refused
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .entry(status)
+            .or_default() += 1;
         self.refused_pending.store(true, Ordering::Release);
     }
 
     fn try_reserve(self: &Arc<Self>) -> Option<Slot> {
         let max = self.config.max_connections();
         self.slots
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| (n < max).then_some(n + 1))
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < max).then_some(n + 1)
+            })
             .ok()
             .map(|_| Slot(Arc::clone(self)))
     }
@@ -105,7 +112,9 @@ impl Ticket {
 
 impl fmt::Debug for Ticket {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Ticket").field("params", &self.params).finish_non_exhaustive()
+        f.debug_struct("Ticket")
+            .field("params", &self.params)
+            .finish_non_exhaustive()
     }
 }
 
@@ -136,7 +145,9 @@ impl HubHandle {
 
     /// The hub's counters and gauges, as of now.
     pub async fn metrics(&self) -> Metrics {
-        self.ask(|reply| Command::Metrics { reply }).await.unwrap_or_default()
+        self.ask(|reply| Command::Metrics { reply })
+            .await
+            .unwrap_or_default()
     }
 
     /// The hub's configuration.
@@ -189,7 +200,12 @@ impl HubHandle {
 
     /// Registers an upgraded connection; `None` if the hub task is gone.
     pub(crate) async fn register(&self, params: ConnParams, entry: ConnEntry) -> Option<ConnId> {
-        self.ask(|reply| Command::Register { params, entry, reply }).await
+        self.ask(|reply| Command::Register {
+            params,
+            entry,
+            reply,
+        })
+        .await
     }
 
     /// Reports a fact that has no connection yet (a rejected handshake).

@@ -8,8 +8,8 @@ use std::task::Poll;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use ferret_ws_core::{
-    ConnId, ConnParams, DisconnectCause, Epoch, Event, EventId, Hub, HubConfig, Input, Metrics, Output,
-    PublishError,
+    ConnId, ConnParams, DisconnectCause, Epoch, Event, EventId, Hub, HubConfig, Input, Metrics,
+    Output, PublishError,
 };
 use futures::channel::{mpsc, oneshot};
 use futures::StreamExt;
@@ -31,15 +31,28 @@ const MAX_COMMANDS_PER_WAKE: usize = 256;
 /// What the handle and the connection tasks ask of the hub task.
 pub(crate) enum Command {
     /// An upgraded connection: register it and answer with its id.
-    Register { params: ConnParams, entry: ConnEntry, reply: oneshot::Sender<ConnId> },
+    Register {
+        params: ConnParams,
+        entry: ConnEntry,
+        reply: oneshot::Sender<ConnId>,
+    },
     /// A fact from a connection's reader or writer.
     Input(Input),
-    Publish { event: Event, reply: oneshot::Sender<Result<EventId, PublishError>> },
-    Metrics { reply: oneshot::Sender<Metrics> },
+    Publish {
+        event: Event,
+        reply: oneshot::Sender<Result<EventId, PublishError>>,
+    },
+    Metrics {
+        reply: oneshot::Sender<Metrics>,
+    },
     /// Start the shutdown; answer when every connection is gone.
-    Shutdown { reply: oneshot::Sender<()> },
+    Shutdown {
+        reply: oneshot::Sender<()>,
+    },
     /// Answer when a shutdown has completed.
-    WaitFinished { reply: oneshot::Sender<()> },
+    WaitFinished {
+        reply: oneshot::Sender<()>,
+    },
 }
 
 /// Starts a hub with a fresh random epoch (from the OS RNG) and spawns its task on
@@ -47,7 +60,12 @@ pub(crate) enum Command {
 ///
 /// This is what the adapters' `start` calls with their runtime.
 pub fn start_on<R: Runtime>(runtime: R, config: HubConfig) -> HubHandle {
-    let hub = Hub::new(config.clone(), random_epoch(), runtime.now(), OffsetDateTime::now_utc());
+    let hub = Hub::new(
+        config.clone(),
+        random_epoch(),
+        runtime.now(),
+        OffsetDateTime::now_utc(),
+    );
     let shared = Arc::new(Shared::new(config, hub.epoch(), hub.max_queued_outputs()));
     let (commands, inbox) = mpsc::channel(COMMAND_QUEUE);
     let task = HubTask {
@@ -66,7 +84,9 @@ pub fn start_on<R: Runtime>(runtime: R, config: HubConfig) -> HubHandle {
 fn random_epoch() -> Epoch {
     Epoch(getrandom::u32().unwrap_or_else(|e| {
         tracing::warn!(error = %e, "OS RNG unavailable; deriving the epoch from the clock");
-        let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.subsec_nanos());
+        let nanos = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos());
         nanos ^ std::process::id().rotate_left(16)
     }))
 }
@@ -121,7 +141,11 @@ impl<R: Runtime> HubTask<R> {
             }
             self.collect_refusals(now);
             // Due work runs whether or not the timer was what woke us.
-            if self.hub.poll_timeout().is_some_and(|deadline| deadline <= now) {
+            if self
+                .hub
+                .poll_timeout()
+                .is_some_and(|deadline| deadline <= now)
+            {
                 self.hub.handle_timeout(now);
                 self.drain();
             }
@@ -142,7 +166,11 @@ impl<R: Runtime> HubTask<R> {
 
     fn handle(&mut self, now: Instant, command: Command) {
         match command {
-            Command::Register { params, entry, reply } => {
+            Command::Register {
+                params,
+                entry,
+                reply,
+            } => {
                 let conn = self.hub.accept(now, params);
                 self.conns.insert(conn, entry);
                 if reply.send(conn).is_err() {
@@ -151,7 +179,9 @@ impl<R: Runtime> HubTask<R> {
                     self.disconnected(now, conn, DisconnectCause::Lost);
                 }
             }
-            Command::Input(Input::Disconnected { conn, cause }) => self.disconnected(now, conn, cause),
+            Command::Input(Input::Disconnected { conn, cause }) => {
+                self.disconnected(now, conn, cause)
+            }
             Command::Input(input) => self.hub.handle_input(now, input),
             Command::Publish { event, reply } => {
                 let _ = reply.send(self.hub.publish(now, event));
@@ -170,7 +200,8 @@ impl<R: Runtime> HubTask<R> {
     }
 
     fn disconnected(&mut self, now: Instant, conn: ConnId, cause: DisconnectCause) {
-        self.hub.handle_input(now, Input::Disconnected { conn, cause });
+        self.hub
+            .handle_input(now, Input::Disconnected { conn, cause });
         self.drain(); // nothing for `conn`, but keep "drain after every call"
         self.conns.remove(&conn);
     }
@@ -198,7 +229,9 @@ impl<R: Runtime> HubTask<R> {
                     continue;
                 }
             };
-            let Some(entry) = self.conns.get_mut(&conn) else { continue };
+            let Some(entry) = self.conns.get_mut(&conn) else {
+                continue;
+            };
             if let Err(e) = entry.queue.try_send(command) {
                 // Disconnected: the writer is gone and its reader is about to report the end.
                 // Full cannot happen while writers report what they flushed (the queue holds

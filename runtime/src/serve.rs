@@ -76,13 +76,18 @@ impl HandshakeFields {
     /// Takes the fields from a request's URI and headers.
     pub fn from_parts(uri: &Uri, headers: &HeaderMap) -> HandshakeFields {
         let field = |name: &str| {
-            let mut values = headers.get_all(name).iter().map(|v| String::from_utf8_lossy(v.as_bytes()));
+            let mut values = headers
+                .get_all(name)
+                .iter()
+                .map(|v| String::from_utf8_lossy(v.as_bytes()));
             let first = values.next()?;
-            Some(values.fold(first.into_owned(), |mut all, next: Cow<'_, str>| {
-                all.push_str(", ");
-                all.push_str(&next);
-                all
-            }))
+            Some(
+                values.fold(first.into_owned(), |mut all, next: Cow<'_, str>| {
+                    all.push_str(", ");
+                    all.push_str(&next);
+                    all
+                }),
+            )
         };
         HandshakeFields {
             query: uri.query().map(str::to_owned),
@@ -129,13 +134,16 @@ where
             Either::Left((Some(Err(e)), _)) if is_per_connection(&e) => continue,
             Either::Left((Some(Err(e)), _)) => {
                 tracing::warn!(error = %e, "accept failed; pausing");
-                runtime.sleep_until(runtime.now() + ACCEPT_ERROR_PAUSE).await;
+                runtime
+                    .sleep_until(runtime.now() + ACCEPT_ERROR_PAUSE)
+                    .await;
                 continue;
             }
             Either::Left((None, _)) | Either::Right(_) => return Ok(()),
         };
         let (task_runtime, hub) = (runtime.clone(), hub.clone());
-        runtime.spawn(async move { serve_stream_on(&task_runtime, &hub, stream, local_port).await });
+        runtime
+            .spawn(async move { serve_stream_on(&task_runtime, &hub, stream, local_port).await });
     }
 }
 
@@ -168,8 +176,13 @@ where
         let fields = HandshakeFields::from_parts(request.uri(), request.headers());
         match hub.admit(&fields.request(local_port)) {
             Admission::Refuse(refusal) => {
-                let status = StatusCode::from_u16(refusal.status).unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
-                Err(refusal_response(status, &refusal.reason, refusal.retry_after))
+                let status =
+                    StatusCode::from_u16(refusal.status).unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
+                Err(refusal_response(
+                    status,
+                    &refusal.reason,
+                    refusal.retry_after,
+                ))
             }
             decided => {
                 admission = Some(decided);
@@ -178,7 +191,9 @@ where
         }
     };
     let config = websocket_config(hub.config());
-    let ws = match async_tungstenite::accept_hdr_async_with_config(stream, callback, Some(config)).await {
+    let ws = match async_tungstenite::accept_hdr_async_with_config(stream, callback, Some(config))
+        .await
+    {
         Ok(ws) => ws,
         Err(e) => {
             tracing::debug!(error = %e, "handshake failed or refused");
@@ -206,8 +221,12 @@ where
     serve_websocket(runtime, hub, ws, admission).await;
 }
 
-async fn serve_websocket<R, S>(runtime: &R, hub: &HubHandle, ws: WebSocketStream<S>, admission: Admission)
-where
+async fn serve_websocket<R, S>(
+    runtime: &R,
+    hub: &HubHandle,
+    ws: WebSocketStream<S>,
+    admission: Admission,
+) where
     R: Runtime,
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
@@ -215,20 +234,33 @@ where
         Admission::Accept(ticket) => conn::run(runtime, hub, ws, ticket).await,
         Admission::Reject(rejection) => reject(runtime, hub, ws, rejection).await,
         Admission::Refuse(refusal) => {
-            tracing::warn!(status = refusal.status, "an upgraded stream came with a refusal; dropped");
+            tracing::warn!(
+                status = refusal.status,
+                "an upgraded stream came with a refusal; dropped"
+            );
         }
     }
 }
 
 /// Sends the rejection's close frame and waits for the client's answer, as long as the hub
 /// would wait for one of its own closes (`close_timeout`).
-async fn reject<R, S>(runtime: &R, hub: &HubHandle, mut ws: WebSocketStream<S>, rejection: Rejection)
-where
+async fn reject<R, S>(
+    runtime: &R,
+    hub: &HubHandle,
+    mut ws: WebSocketStream<S>,
+    rejection: Rejection,
+) where
     R: Runtime,
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    hub.report(Input::Rejected { code: rejection.code }).await;
-    let frame = CloseFrame { code: rejection.code.0.into(), reason: rejection.reason.into() };
+    hub.report(Input::Rejected {
+        code: rejection.code,
+    })
+    .await;
+    let frame = CloseFrame {
+        code: rejection.code.0.into(),
+        reason: rejection.reason.into(),
+    };
     if ws.close(Some(frame)).await.is_err() {
         return;
     }
@@ -237,13 +269,23 @@ where
     select(std::pin::pin!(answered), std::pin::pin!(deadline)).await;
 }
 
-fn refusal_response(status: StatusCode, reason: &str, retry_after: Option<Duration>) -> ErrorResponse {
+fn refusal_response(
+    status: StatusCode,
+    reason: &str,
+    retry_after: Option<Duration>,
+) -> ErrorResponse {
     let mut response = http::Response::new(Some(format!("{reason}\n")));
     *response.status_mut() = status;
     let headers = response.headers_mut();
-    headers.insert(header::CONTENT_TYPE, http::HeaderValue::from_static("text/plain; charset=utf-8"));
+    headers.insert(
+        header::CONTENT_TYPE,
+        http::HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
     if let Some(after) = retry_after {
-        headers.insert(header::RETRY_AFTER, http::HeaderValue::from(after.as_secs().max(1)));
+        headers.insert(
+            header::RETRY_AFTER,
+            http::HeaderValue::from(after.as_secs().max(1)),
+        );
     }
     response
 }

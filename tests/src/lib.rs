@@ -134,24 +134,37 @@ impl Ctx {
             Rt::Tokio => {
                 let handle = self.tokio.as_ref().expect("a tokio server runtime");
                 handle.spawn(async move {
-                    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+                    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+                        .await
+                        .expect("bind");
                     let addr = listener.local_addr().expect("local address");
                     let hub = ferret_ws_tokio::start(config);
-                    let _ = started.send(Server { addr, hub: hub.clone() });
+                    let _ = started.send(Server {
+                        addr,
+                        hub: hub.clone(),
+                    });
                     let _ = served_tx.send(ferret_ws_tokio::serve(listener, hub).await);
                 });
             }
             Rt::AsyncStd => {
                 async_std::task::spawn(async move {
-                    let listener = async_std::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+                    let listener = async_std::net::TcpListener::bind("127.0.0.1:0")
+                        .await
+                        .expect("bind");
                     let addr = listener.local_addr().expect("local address");
                     let hub = ferret_ws_async_std::start(config);
-                    let _ = started.send(Server { addr, hub: hub.clone() });
+                    let _ = started.send(Server {
+                        addr,
+                        hub: hub.clone(),
+                    });
                     let _ = served_tx.send(ferret_ws_async_std::serve(listener, hub).await);
                 });
             }
         }
-        let server = self.within(PATIENCE, "server start", server).await.expect("server started");
+        let server = self
+            .within(PATIENCE, "server start", server)
+            .await
+            .expect("server started");
         self.hubs.lock().unwrap().push((server.hub.clone(), served));
         server
     }
@@ -182,7 +195,10 @@ impl Ctx {
         let socket = self.tcp(server.addr).await?;
         let connecting = async_tungstenite::client_async(request, socket);
         let (ws, _) = self.within(PATIENCE, "handshake", connecting).await?;
-        Ok(Client { ws, ctx: self.clone() })
+        Ok(Client {
+            ws,
+            ctx: self.clone(),
+        })
     }
 
     /// Connects a raw client: it does the handshake by hand and then never writes a byte
@@ -194,17 +210,28 @@ impl Ctx {
              Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
             server.addr
         );
-        socket.write_all(request.as_bytes()).await.expect("send the request");
+        socket
+            .write_all(request.as_bytes())
+            .await
+            .expect("send the request");
         let mut head = Vec::new();
         while !head.ends_with(b"\r\n\r\n") {
             let mut byte = [0u8];
-            let read = self.within(PATIENCE, "handshake response", socket.read_exact(&mut byte)).await;
+            let read = self
+                .within(PATIENCE, "handshake response", socket.read_exact(&mut byte))
+                .await;
             read.expect("read the response");
             head.push(byte[0]);
         }
         let head = String::from_utf8_lossy(&head);
-        assert!(head.starts_with("HTTP/1.1 101"), "raw handshake refused: {head}");
-        RawClient { socket, ctx: self.clone() }
+        assert!(
+            head.starts_with("HTTP/1.1 101"),
+            "raw handshake refused: {head}"
+        );
+        RawClient {
+            socket,
+            ctx: self.clone(),
+        }
     }
 
     async fn tcp(&self, addr: SocketAddr) -> io::Result<BoxIo> {
@@ -302,7 +329,9 @@ impl Client {
             }
             Some(Ok(Message::Ping(_))) => Received::Ping,
             Some(Ok(Message::Close(frame))) => {
-                let (code, reason) = frame.map_or((1005, String::new()), |f| (u16::from(f.code), f.reason.to_string()));
+                let (code, reason) = frame.map_or((1005, String::new()), |f| {
+                    (u16::from(f.code), f.reason.to_string())
+                });
                 Received::Close(code, reason)
             }
             Some(Ok(other)) => panic!("unexpected message {other:?}"),
@@ -334,19 +363,27 @@ impl Client {
             match self.recv().await {
                 Received::Close(code, reason) => return (code, reason),
                 Received::Text(..) | Received::Ping => continue,
-                Received::Ended(why) => panic!("expected a close frame, the connection ended: {why}"),
+                Received::Ended(why) => {
+                    panic!("expected a close frame, the connection ended: {why}")
+                }
             }
         }
     }
 
     /// Sends a text message.
     pub async fn send_text(&mut self, text: impl Into<String>) {
-        self.ws.send(Message::text(text.into())).await.expect("send text");
+        self.ws
+            .send(Message::text(text.into()))
+            .await
+            .expect("send text");
     }
 
     /// Sends a binary message.
     pub async fn send_binary(&mut self, bytes: Vec<u8>) {
-        self.ws.send(Message::binary(bytes)).await.expect("send binary");
+        self.ws
+            .send(Message::binary(bytes))
+            .await
+            .expect("send binary");
     }
 
     /// Closes with 1000 and reads until the server has answered.
@@ -356,7 +393,11 @@ impl Client {
             reason: "bye".into(),
         };
         let _ = self.ws.close(Some(normal)).await;
-        while let Some(Ok(_)) = self.ctx.within(PATIENCE, "the close answer", self.ws.next()).await {}
+        while let Some(Ok(_)) = self
+            .ctx
+            .within(PATIENCE, "the close answer", self.ws.next())
+            .await
+        {}
     }
 }
 
@@ -408,7 +449,11 @@ impl RawClient {
         self.socket.read_exact(&mut payload).await.ok()?;
         Some(match opcode {
             1 => RawFrame::Text(String::from_utf8(payload).expect("text frames are UTF-8")),
-            8 => RawFrame::Close(payload.get(..2).map_or(1005, |code| u16::from_be_bytes([code[0], code[1]]))),
+            8 => RawFrame::Close(
+                payload
+                    .get(..2)
+                    .map_or(1005, |code| u16::from_be_bytes([code[0], code[1]])),
+            ),
             9 => RawFrame::Ping,
             other => RawFrame::Other(other),
         })
@@ -426,8 +471,14 @@ impl RawClient {
 
 /// The `seq` of an `event_id` (`<epoch>-<seq>`).
 pub fn seq_of(event: &Value) -> u64 {
-    let id = event["event_id"].as_str().unwrap_or_else(|| panic!("no event_id in {event}"));
-    id.split_once('-').expect("epoch-seq").1.parse().expect("a decimal seq")
+    let id = event["event_id"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no event_id in {event}"));
+    id.split_once('-')
+        .expect("epoch-seq")
+        .1
+        .parse()
+        .expect("a decimal seq")
 }
 
 /// Elapsed time since `start`, for range assertions.

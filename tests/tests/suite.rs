@@ -21,21 +21,26 @@ macro_rules! suite {
 
 macro_rules! full_suite {
     ($module:ident, $server:expr, $client:expr) => {
-        suite!($module, $server, $client, [
-            connect_broadcast_disconnect,
-            envelope_shape,
-            n_clients_exactly_once,
-            heartbeat_once_per_interval,
-            answering_client_stays,
-            silent_client_closed_4408,
-            slow_consumer,
-            replay_after_reconnect,
-            resync_reasons,
-            reconnect_during_publishing,
-            bad_input,
-            over_capacity_503,
-            graceful_shutdown,
-        ]);
+        suite!(
+            $module,
+            $server,
+            $client,
+            [
+                connect_broadcast_disconnect,
+                envelope_shape,
+                n_clients_exactly_once,
+                heartbeat_once_per_interval,
+                answering_client_stays,
+                silent_client_closed_4408,
+                slow_consumer,
+                replay_after_reconnect,
+                resync_reasons,
+                reconnect_during_publishing,
+                bad_input,
+                over_capacity_503,
+                graceful_shutdown,
+            ]
+        );
     };
 }
 
@@ -43,17 +48,27 @@ full_suite!(tokio, Rt::Tokio, Rt::Tokio);
 full_suite!(async_std, Rt::AsyncStd, Rt::AsyncStd);
 
 // Cross-runtime pairs: the wire is the same whoever is on the other end.
-suite!(tokio_client_async_std_server, Rt::AsyncStd, Rt::Tokio, [
-    connect_broadcast_disconnect,
-    n_clients_exactly_once,
-    replay_after_reconnect,
-    bad_input,
-    graceful_shutdown,
-]);
-suite!(async_std_client_tokio_server, Rt::Tokio, Rt::AsyncStd, [
-    connect_broadcast_disconnect,
-    n_clients_exactly_once,
-    replay_after_reconnect,
-    bad_input,
-    graceful_shutdown,
-]);
+suite!(
+    tokio_client_async_std_server,
+    Rt::AsyncStd,
+    Rt::Tokio,
+    [
+        connect_broadcast_disconnect,
+        n_clients_exactly_once,
+        replay_after_reconnect,
+        bad_input,
+        graceful_shutdown,
+    ]
+);
+suite!(
+    async_std_client_tokio_server,
+    Rt::Tokio,
+    Rt::AsyncStd,
+    [
+        connect_broadcast_disconnect,
+        n_clients_exactly_once,
+        replay_after_reconnect,
+        bad_input,
+        graceful_shutdown,
+    ]
+);
