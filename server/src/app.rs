@@ -48,7 +48,10 @@ impl App {
             .route("/ferret-ws.js", get(page::script))
             .route("/ws", get(ws::upgrade));
         let guarded = Router::new()
-            .route("/api/v1/projects", post(projects::create).get(projects::list))
+            .route(
+                "/api/v1/projects",
+                post(projects::create).get(projects::list),
+            )
             .route("/api/v1/videos/scan", post(scan::start))
             .route("/api/v1/events", post(events::publish))
             .route("/metrics", get(metrics::render))
@@ -78,7 +81,10 @@ impl App {
     /// client gets `health_status` `{"status":"shutting_down"}` and close 1001. Resolves when
     /// every client is gone or the hub's `shutdown_grace` has passed.
     pub async fn shutdown(&self) {
-        self.state.inner.shutting_down.store(true, Ordering::Relaxed);
+        self.state
+            .inner
+            .shutting_down
+            .store(true, Ordering::Relaxed);
         self.hub().shutdown().await;
     }
 }

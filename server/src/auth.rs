@@ -11,7 +11,11 @@ use crate::app::AppState;
 use crate::errors::ApiError;
 
 /// Middleware on the guarded routes: 401 with a JSON error unless the bearer token matches.
-pub(crate) async fn require_token(State(state): State<AppState>, request: Request, next: Next) -> Response {
+pub(crate) async fn require_token(
+    State(state): State<AppState>,
+    request: Request,
+    next: Next,
+) -> Response {
     if let Some(expected) = state.hub().config().token() {
         let given = request
             .headers()

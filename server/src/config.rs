@@ -42,7 +42,12 @@ pub struct Settings {
     pub liveness_timeout: Duration,
 
     /// Events kept for Last-Event-ID replay (0 = replay off).
-    #[arg(long, env = "FERRET_WS_REPLAY_BUFFER_SIZE", value_name = "N", default_value_t = 1000)]
+    #[arg(
+        long,
+        env = "FERRET_WS_REPLAY_BUFFER_SIZE",
+        value_name = "N",
+        default_value_t = 1000
+    )]
     pub replay_buffer_size: usize,
 
     /// How long an event stays replayable.
@@ -50,7 +55,12 @@ pub struct Settings {
     pub replay_ttl: Duration,
 
     /// Open WebSocket connections at most; more get HTTP 503 with Retry-After.
-    #[arg(long, env = "FERRET_WS_MAX_CONNECTIONS", value_name = "N", default_value_t = 10_000)]
+    #[arg(
+        long,
+        env = "FERRET_WS_MAX_CONNECTIONS",
+        value_name = "N",
+        default_value_t = 10_000
+    )]
     pub max_connections: usize,
 
     /// Largest message a client may send; larger closes with 1009.
@@ -58,15 +68,30 @@ pub struct Settings {
     pub max_client_message: usize,
 
     /// Sustained client messages per second; faster closes with 4429.
-    #[arg(long, env = "FERRET_WS_CLIENT_RATE", value_name = "N", default_value_t = 20)]
+    #[arg(
+        long,
+        env = "FERRET_WS_CLIENT_RATE",
+        value_name = "N",
+        default_value_t = 20
+    )]
     pub client_rate: u32,
 
     /// Client messages allowed in a burst above --client-rate.
-    #[arg(long, env = "FERRET_WS_CLIENT_BURST", value_name = "N", default_value_t = 40)]
+    #[arg(
+        long,
+        env = "FERRET_WS_CLIENT_BURST",
+        value_name = "N",
+        default_value_t = 40
+    )]
     pub client_burst: u32,
 
     /// Frames queued to one connection before it is a slow consumer (close 4008).
-    #[arg(long, env = "FERRET_WS_SEND_QUEUE_FRAMES", value_name = "N", default_value_t = 256)]
+    #[arg(
+        long,
+        env = "FERRET_WS_SEND_QUEUE_FRAMES",
+        value_name = "N",
+        default_value_t = 256
+    )]
     pub send_queue_frames: usize,
 
     /// Bytes queued to one connection before it is a slow consumer (close 4008).
@@ -76,12 +101,22 @@ pub struct Settings {
     /// A browser origin allowed to open /ws (repeatable, or comma-separated; `*` allows all).
     /// Replaces the default: the server's own http://127.0.0.1:PORT and http://localhost:PORT.
     /// Requests without Origin (not browsers) are always allowed.
-    #[arg(long = "allowed-origin", env = "FERRET_WS_ALLOWED_ORIGIN", value_name = "ORIGIN", value_delimiter = ',')]
+    #[arg(
+        long = "allowed-origin",
+        env = "FERRET_WS_ALLOWED_ORIGIN",
+        value_name = "ORIGIN",
+        value_delimiter = ','
+    )]
     pub allowed_origins: Vec<String>,
 
     /// Access token: /ws takes it as ?token= or Authorization: Bearer; the HTTP API (all but
     /// /health/*, / and /ferret-ws.js) needs Authorization: Bearer TOKEN. Default: none.
-    #[arg(long, env = "FERRET_WS_TOKEN", value_name = "TOKEN", hide_env_values = true)]
+    #[arg(
+        long,
+        env = "FERRET_WS_TOKEN",
+        value_name = "TOKEN",
+        hide_env_values = true
+    )]
     pub token: Option<String>,
 
     /// A directory the scan endpoint may read, with everything below it (repeatable; env:
@@ -148,7 +183,12 @@ impl Settings {
         } else if self.allowed_origins.is_empty() {
             OriginPolicy::Own
         } else {
-            OriginPolicy::List(self.allowed_origins.iter().map(|o| o.trim().to_owned()).collect())
+            OriginPolicy::List(
+                self.allowed_origins
+                    .iter()
+                    .map(|o| o.trim().to_owned())
+                    .collect(),
+            )
         };
         HubConfig::builder()
             .heartbeat_interval(self.heartbeat_interval)
@@ -173,7 +213,12 @@ impl Settings {
         let (roots, source): (Vec<PathBuf>, &str) = if !self.scan_roots.is_empty() {
             (self.scan_roots.clone(), "--scan-root")
         } else if let Some(value) = env.filter(|v| !v.is_empty()) {
-            (std::env::split_paths(&value).filter(|p| !p.as_os_str().is_empty()).collect(), SCAN_ROOT_ENV)
+            (
+                std::env::split_paths(&value)
+                    .filter(|p| !p.as_os_str().is_empty())
+                    .collect(),
+                SCAN_ROOT_ENV,
+            )
         } else {
             return Ok(Vec::new());
         };
@@ -181,7 +226,10 @@ impl Settings {
             .into_iter()
             .map(|root| match root.canonicalize() {
                 Ok(dir) if dir.is_dir() => Ok(dir),
-                Ok(_) => Err(StartupError(format!("{source} {}: not a directory", root.display()))),
+                Ok(_) => Err(StartupError(format!(
+                    "{source} {}: not a directory",
+                    root.display()
+                ))),
                 Err(e) => Err(StartupError(format!("{source} {}: {e}", root.display()))),
             })
             .collect()
@@ -191,7 +239,9 @@ impl Settings {
 /// The core's message with setting names written as flags.
 fn config_error_message(error: &ConfigError) -> String {
     match error {
-        ConfigError::Zero(name) => format!("--{} must be greater than zero", name.replace('_', "-")),
+        ConfigError::Zero(name) => {
+            format!("--{} must be greater than zero", name.replace('_', "-"))
+        }
         ConfigError::LivenessNotAfterHeartbeat => {
             "--liveness-timeout must be longer than --heartbeat-interval".to_owned()
         }
@@ -205,7 +255,10 @@ fn parse_duration(text: &str) -> Result<Duration, String> {
 }
 
 fn parse_size(text: &str) -> Result<usize, String> {
-    let size: bytesize::ByteSize = text.trim().parse().map_err(|e| format!("{e} (write e.g. 4096, 4KiB, 1MiB)"))?;
+    let size: bytesize::ByteSize = text
+        .trim()
+        .parse()
+        .map_err(|e| format!("{e} (write e.g. 4096, 4KiB, 1MiB)"))?;
     usize::try_from(size.as_u64()).map_err(|_| "too large".to_owned())
 }
 
@@ -218,7 +271,8 @@ fn parse_bind(text: &str) -> Result<SocketAddr, String> {
     } else {
         text
     };
-    text.parse().map_err(|e| format!("{e} (write IP:PORT, e.g. 127.0.0.1:8765 or [::1]:0)"))
+    text.parse()
+        .map_err(|e| format!("{e} (write IP:PORT, e.g. 127.0.0.1:8765 or [::1]:0)"))
 }
 
 #[cfg(test)]
@@ -252,9 +306,20 @@ mod tests {
     #[test]
     fn durations_sizes_and_addresses() {
         let s = parse(&[
-            "--heartbeat-interval", "250ms", "--liveness-timeout", "5m", "--max-client-message", "1MiB",
-            "--send-queue-bytes", "2048", "--bind", ":0", "--allowed-origin", "http://a.example,http://b.example",
-            "--allowed-origin", "http://c.example",
+            "--heartbeat-interval",
+            "250ms",
+            "--liveness-timeout",
+            "5m",
+            "--max-client-message",
+            "1MiB",
+            "--send-queue-bytes",
+            "2048",
+            "--bind",
+            ":0",
+            "--allowed-origin",
+            "http://a.example,http://b.example",
+            "--allowed-origin",
+            "http://c.example",
         ])
         .unwrap();
         assert_eq!(s.heartbeat_interval, Duration::from_millis(250));
@@ -264,11 +329,23 @@ mod tests {
         assert_eq!(s.bind, "127.0.0.1:0".parse().unwrap());
         assert_eq!(
             s.hub_config().unwrap().allowed_origins(),
-            &OriginPolicy::List(vec!["http://a.example".into(), "http://b.example".into(), "http://c.example".into()])
+            &OriginPolicy::List(vec![
+                "http://a.example".into(),
+                "http://b.example".into(),
+                "http://c.example".into()
+            ])
         );
         let any = parse(&["--allowed-origin", "*"]).unwrap();
-        assert_eq!(any.hub_config().unwrap().allowed_origins(), &OriginPolicy::Any);
-        assert_eq!(parse(&["--max-client-message", "4KiB"]).unwrap().max_client_message, 4096);
+        assert_eq!(
+            any.hub_config().unwrap().allowed_origins(),
+            &OriginPolicy::Any
+        );
+        assert_eq!(
+            parse(&["--max-client-message", "4KiB"])
+                .unwrap()
+                .max_client_message,
+            4096
+        );
     }
 
     #[test]
@@ -280,7 +357,9 @@ mod tests {
             ("--bind", "localhost"),
             ("--max-connections", "-1"),
         ] {
-            let err = parse(&[&format!("{flag}={value}")]).unwrap_err().to_string();
+            let err = parse(&[&format!("{flag}={value}")])
+                .unwrap_err()
+                .to_string();
             assert!(err.contains(flag), "{err}");
         }
     }
@@ -289,18 +368,41 @@ mod tests {
     fn impossible_combinations_name_the_flags() {
         let s = parse(&["--heartbeat-interval", "10s", "--liveness-timeout", "10s"]).unwrap();
         let err = s.hub_config().unwrap_err().to_string();
-        assert!(err.contains("--liveness-timeout") && err.contains("--heartbeat-interval"), "{err}");
-        let err = parse(&["--client-rate", "0"]).unwrap().hub_config().unwrap_err().to_string();
+        assert!(
+            err.contains("--liveness-timeout") && err.contains("--heartbeat-interval"),
+            "{err}"
+        );
+        let err = parse(&["--client-rate", "0"])
+            .unwrap()
+            .hub_config()
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("--client-rate"), "{err}");
     }
 
     #[test]
     fn insecure_binds_are_refused_unless_allowed() {
-        let err = parse(&["--bind", "0.0.0.0:8765"]).unwrap().check_bind().unwrap_err().to_string();
-        assert!(err.contains("--token") && err.contains("--allow-insecure-bind"), "{err}");
-        assert!(parse(&["--bind", "0.0.0.0:8765", "--token", "t"]).unwrap().check_bind().is_ok());
-        assert!(parse(&["--bind", "0.0.0.0:8765", "--allow-insecure-bind"]).unwrap().check_bind().is_ok());
-        assert!(parse(&["--bind", "[::1]:8765"]).unwrap().check_bind().is_ok());
+        let err = parse(&["--bind", "0.0.0.0:8765"])
+            .unwrap()
+            .check_bind()
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("--token") && err.contains("--allow-insecure-bind"),
+            "{err}"
+        );
+        assert!(parse(&["--bind", "0.0.0.0:8765", "--token", "t"])
+            .unwrap()
+            .check_bind()
+            .is_ok());
+        assert!(parse(&["--bind", "0.0.0.0:8765", "--allow-insecure-bind"])
+            .unwrap()
+            .check_bind()
+            .is_ok());
+        assert!(parse(&["--bind", "[::1]:8765"])
+            .unwrap()
+            .check_bind()
+            .is_ok());
     }
 
     #[test]
@@ -311,6 +413,9 @@ mod tests {
         let env = std::env::join_paths(["/tmp", "/"]).unwrap();
         let roots = parse(&[]).unwrap().scan_roots(Some(env)).unwrap();
         assert_eq!(roots.len(), 2);
-        assert!(parse(&["--scan-root", "/tmp"]).unwrap().scan_roots(Some("/nope".into())).is_ok());
+        assert!(parse(&["--scan-root", "/tmp"])
+            .unwrap()
+            .scan_roots(Some("/nope".into()))
+            .is_ok());
     }
 }

@@ -74,7 +74,10 @@ pub struct InvalidCorrelationId;
 
 impl fmt::Display for InvalidCorrelationId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "X-Correlation-ID must be 1 to {MAX_CORRELATION_ID_LEN} visible ASCII characters")
+        write!(
+            f,
+            "X-Correlation-ID must be 1 to {MAX_CORRELATION_ID_LEN} visible ASCII characters"
+        )
     }
 }
 
@@ -84,14 +87,22 @@ impl<S: Send + Sync> FromRequestParts<S> for CorrelationId {
     type Rejection = Infallible;
 
     /// The id the middleware attached; a fresh one if the router was built without it.
-    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<CorrelationId, Infallible> {
-        Ok(parts.extensions.get::<CorrelationId>().cloned().unwrap_or_else(CorrelationId::fresh))
+    async fn from_request_parts(
+        parts: &mut Parts,
+        _state: &S,
+    ) -> Result<CorrelationId, Infallible> {
+        Ok(parts
+            .extensions
+            .get::<CorrelationId>()
+            .cloned()
+            .unwrap_or_else(CorrelationId::fresh))
     }
 }
 
-/// Middleware: reads and checks `X-Correlation-ID`, makes the id available to handlers and
-/// echoes it on the response, whatever the response is.
-pub(crate) async fn correlate(mut request: Request, next: Next) -> Response {
+/// Middleware (`axum::middleware::from_fn(correlate)`): reads and checks `X-Correlation-ID`,
+/// makes the id available to handlers ([`CorrelationId`] extractor) and echoes it on the
+/// response, whatever the response is. An invalid id is answered with 400.
+pub async fn correlate(mut request: Request, next: Next) -> Response {
     let mut values = request.headers().get_all(&X_CORRELATION_ID).iter();
     let parsed = match (values.next(), values.next()) {
         (None, _) => Ok(None),
@@ -106,11 +117,16 @@ pub(crate) async fn correlate(mut request: Request, next: Next) -> Response {
         }
         Err(e) => {
             let id = CorrelationId::fresh();
-            (id, ApiError::bad_request("invalid_correlation_id", e.to_string()).into_response())
+            (
+                id,
+                ApiError::bad_request("invalid_correlation_id", e.to_string()).into_response(),
+            )
         }
     };
     response.extensions_mut().insert(id.clone());
-    response.headers_mut().insert(X_CORRELATION_ID, id.header_value());
+    response
+        .headers_mut()
+        .insert(X_CORRELATION_ID, id.header_value());
     response
 }
 
@@ -121,11 +137,21 @@ mod tests {
     #[test]
     fn ids_are_visible_ascii_up_to_128_chars() {
         assert_eq!(CorrelationId::parse(b""), Ok(None));
-        assert_eq!(CorrelationId::parse(b"req-1").unwrap().unwrap().as_str(), "req-1");
+        assert_eq!(
+            CorrelationId::parse(b"req-1").unwrap().unwrap().as_str(),
+            "req-1"
+        );
         assert!(CorrelationId::parse(&[b'a'; 128]).unwrap().is_some());
-        assert_eq!(CorrelationId::parse(&[b'a'; 129]), Err(InvalidCorrelationId));
+        assert_eq!(
+            CorrelationId::parse(&[b'a'; 129]),
+            Err(InvalidCorrelationId)
+        );
         for bad in [&b"a b"[..], b"a\tb", "é".as_bytes(), b"a\x7f"] {
-            assert_eq!(CorrelationId::parse(bad), Err(InvalidCorrelationId), "{bad:?}");
+            assert_eq!(
+                CorrelationId::parse(bad),
+                Err(InvalidCorrelationId),
+                "{bad:?}"
+            );
         }
     }
 

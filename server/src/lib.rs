@@ -1,35 +1,47 @@
 //! The ferret-ws server: the event hub of `ferret-ws-tokio` behind axum, with the HTTP API,
 //! Prometheus metrics and the live event page of CONTRACT.md §3–§5.
 //!
-//! The binary `ferret-ws` is [`Settings`] + [`App`] + [`serve`]. To embed the hub in your own
-//! axum app, start a hub, build an [`App`] around it and merge its router with yours; publish
-//! from your handlers through the same hub:
+//! The binary `ferret-ws` is [`Settings`] + [`App`] + [`serve`].
+//!
+//! # Embedding
+//!
+//! To put the hub into your own axum app, start a hub, build an [`App`] around it and merge
+//! its router with yours; publish from your handlers through the same [`HubHandle`], with the
+//! request's [`CorrelationId`] (add the [`correlate`] middleware to your routes so they read
+//! and echo `X-Correlation-ID` like the app's own):
 //!
 //! ```no_run
-//! use axum::{routing::post, Router};
+//! use axum::{extract::State, middleware::from_fn, routing::post, Router};
 //! use ferret_ws_core::{Event, EventType, HubConfig};
-//! use ferret_ws_server::{App, CorrelationId};
+//! use ferret_ws_server::{correlate, App, ConnInfo, CorrelationId, HubHandle};
 //!
-//! # async fn example() -> Result<(), Box<dyn std::error::Error>> {
-//! let hub = ferret_ws_server::start_hub(HubConfig::builder().build()?);
-//! let ferret = App::builder().hub(hub.clone()).build();
-//! let mine = Router::new().route(
-//!     "/render",
-//!     post(move |cid: CorrelationId| {
-//!         let hub = hub.clone();
-//!         async move {
-//!             let event = Event::new(EventType::new("render.queued").unwrap())
-//!                 .with_correlation_id(cid.as_str());
-//!             let _ = hub.publish(event).await;
-//!             "queued"
-//!         }
-//!     }),
-//! );
-//! let listener = tokio::net::TcpListener::bind("127.0.0.1:8765").await?;
-//! let app = App::builder().hub(ferret.hub().clone()).build();
-//! # let _ = (mine, app);
-//! ferret_ws_server::serve(listener, ferret, ferret_ws_server::shutdown_signal()?).await?;
-//! # Ok(()) }
+//! async fn render(State(hub): State<HubHandle>, cid: CorrelationId) -> &'static str {
+//!     let event = Event::new(EventType::new("render.queued").expect("a valid name"))
+//!         .with_correlation_id(cid.as_str());
+//!     // Returns once the event is sequenced; never waits on WebSocket clients.
+//!     let _ = hub.publish(event).await;
+//!     "queued"
+//! }
+//!
+//! #[tokio::main]
+//! async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//!     let hub = ferret_ws_server::start_hub(HubConfig::builder().build()?);
+//!     let ferret = App::builder().hub(hub.clone()).build();
+//!     let router = Router::new()
+//!         .route("/render", post(render))
+//!         .layer(from_fn(correlate))
+//!         .with_state(hub)
+//!         .merge(ferret.router()); // /ws, /api/v1/..., /metrics, /health/..., /
+//!     let listener = tokio::net::TcpListener::bind("127.0.0.1:8765").await?;
+//!     // ConnInfo tells /ws the port it was reached on (for the default Origin policy).
+//!     axum::serve(listener, router.into_make_service_with_connect_info::<ConnInfo>())
+//!         .with_graceful_shutdown(async move {
+//!             let _ = tokio::signal::ctrl_c().await;
+//!             ferret.shutdown().await; // health_status + close 1001 to every client
+//!         })
+//!         .await?;
+//!     Ok(())
+//! }
 //! ```
 #![forbid(unsafe_code)]
 #![warn(missing_docs, unreachable_pub)]
@@ -47,13 +59,15 @@ mod page;
 mod serve;
 mod ws;
 
+pub use api::scan::VIDEO_EXTENSIONS;
 pub use app::{App, AppBuilder, AppState};
 pub use body::{JsonObject, MAX_BODY};
 pub use config::{Settings, StartupError, SCAN_ROOT_ENV};
-pub use correlation::{CorrelationId, InvalidCorrelationId, MAX_CORRELATION_ID_LEN, X_CORRELATION_ID};
+pub use correlation::{
+    correlate, CorrelationId, InvalidCorrelationId, MAX_CORRELATION_ID_LEN, X_CORRELATION_ID,
+};
 pub use errors::ApiError;
 pub use hub::{start as start_hub, Admission, HubHandle};
 pub use metrics::UNMATCHED_ROUTE;
 pub use serve::{serve, shutdown_signal};
 pub use ws::ConnInfo;
-pub use api::scan::VIDEO_EXTENSIONS;

@@ -20,7 +20,10 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(runtime) => runtime,
         Err(e) => {
             eprintln!("ferret-ws: error: cannot start the runtime: {e}");
@@ -31,7 +34,10 @@ fn main() -> ExitCode {
         let listener = match tokio::net::TcpListener::bind(settings.bind).await {
             Ok(listener) => listener,
             Err(e) => {
-                eprintln!("ferret-ws: error: cannot listen on {} (--bind): {e}", settings.bind);
+                eprintln!(
+                    "ferret-ws: error: cannot listen on {} (--bind): {e}",
+                    settings.bind
+                );
                 return ExitCode::FAILURE;
             }
         };
@@ -76,5 +82,9 @@ fn init_logs() {
         _ => EnvFilter::new(DEFAULT_LOG),
     };
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(ansi).init();
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(ansi)
+        .init();
 }

@@ -31,25 +31,40 @@ pub(crate) struct HttpMetrics {
 
 impl HttpMetrics {
     pub(crate) fn new() -> HttpMetrics {
-        let opts = Opts::new("ferret_ws_http_requests_total", "HTTP requests answered, by route and status");
+        let opts = Opts::new(
+            "ferret_ws_http_requests_total",
+            "HTTP requests answered, by route and status",
+        );
         // The name and labels are constants that satisfy Prometheus' rules.
-        let requests = IntCounterVec::new(opts, &["route", "status"]).expect("valid metric definition");
+        let requests =
+            IntCounterVec::new(opts, &["route", "status"]).expect("valid metric definition");
         HttpMetrics { requests }
     }
 }
 
 /// Middleware: counts every answered request by route template (not by raw path, which would
 /// let clients grow the label set) and logs it at debug with its correlation id.
-pub(crate) async fn count_requests(State(state): State<AppState>, request: Request, next: Next) -> Response {
-    let route = request
-        .extensions()
-        .get::<MatchedPath>()
-        .map_or_else(|| UNMATCHED_ROUTE.to_owned(), |path| path.as_str().to_owned());
+pub(crate) async fn count_requests(
+    State(state): State<AppState>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let route = request.extensions().get::<MatchedPath>().map_or_else(
+        || UNMATCHED_ROUTE.to_owned(),
+        |path| path.as_str().to_owned(),
+    );
     let method = request.method().clone();
     let response = next.run(request).await;
     let status = response.status();
-    state.http_metrics().requests.with_label_values(&[route.as_str(), status.as_str()]).inc();
-    let cid = response.extensions().get::<CorrelationId>().map(CorrelationId::as_str);
+    state
+        .http_metrics()
+        .requests
+        .with_label_values(&[route.as_str(), status.as_str()])
+        .inc();
+    let cid = response
+        .extensions()
+        .get::<CorrelationId>()
+        .map(CorrelationId::as_str);
     tracing::debug!(%method, %route, status = status.as_u16(), correlation_id = cid, "http request");
     response
 }
@@ -57,9 +72,12 @@ pub(crate) async fn count_requests(State(state): State<AppState>, request: Reque
 /// `GET /metrics`.
 pub(crate) async fn render(State(state): State<AppState>) -> Result<Response, ApiError> {
     let snapshot = state.hub().metrics().await;
-    let registry = hub_registry(&snapshot).map_err(|e| ApiError::internal(format!("metrics: {e}")))?;
+    let registry =
+        hub_registry(&snapshot).map_err(|e| ApiError::internal(format!("metrics: {e}")))?;
     let mut families = registry.gather();
     families.extend(state.http_metrics().requests.collect());
+    // A family without samples (no request counted yet) is not valid in the text format.
+    families.retain(|family| !family.get_metric().is_empty());
     families.sort_by(|a, b| a.name().cmp(b.name()));
     let mut text = Vec::with_capacity(4096);
     TextEncoder::new()
@@ -82,7 +100,11 @@ fn hub_registry(m: &Metrics) -> prometheus::Result<Registry> {
         c.inc_by(value);
         registry.register(Box::new(c))
     };
-    let labelled = |name: &str, help: &str, label: &str, values: Vec<(String, u64)>| -> prometheus::Result<()> {
+    let labelled = |name: &str,
+                    help: &str,
+                    label: &str,
+                    values: Vec<(String, u64)>|
+     -> prometheus::Result<()> {
         let c = IntCounterVec::new(Opts::new(name, help), &[label])?;
         for (value, count) in values {
             c.with_label_values(&[value.as_str()]).inc_by(count);
@@ -90,12 +112,30 @@ fn hub_registry(m: &Metrics) -> prometheus::Result<Registry> {
         registry.register(Box::new(c))
     };
 
-    gauge("ferret_ws_connections", "WebSocket connections open now", m.connections)?;
-    counter("ferret_ws_connections_total", "WebSocket connections ever registered", m.connections_total)?;
-    let mut refused: Vec<(String, u64)> =
-        [403u16, 503].iter().map(|s| (s.to_string(), m.handshakes_refused.get(s).copied().unwrap_or(0))).collect();
+    gauge(
+        "ferret_ws_connections",
+        "WebSocket connections open now",
+        m.connections,
+    )?;
+    counter(
+        "ferret_ws_connections_total",
+        "WebSocket connections ever registered",
+        m.connections_total,
+    )?;
+    let mut refused: Vec<(String, u64)> = [403u16, 503]
+        .iter()
+        .map(|s| {
+            (
+                s.to_string(),
+                m.handshakes_refused.get(s).copied().unwrap_or(0),
+            )
+        })
+        .collect();
     refused.extend(
-        m.handshakes_refused.iter().filter(|(s, _)| !matches!(s, 403 | 503)).map(|(s, n)| (s.to_string(), *n)),
+        m.handshakes_refused
+            .iter()
+            .filter(|(s, _)| !matches!(s, 403 | 503))
+            .map(|(s, n)| (s.to_string(), *n)),
     );
     labelled(
         "ferret_ws_handshakes_refused_total",
@@ -103,25 +143,49 @@ fn hub_registry(m: &Metrics) -> prometheus::Result<Registry> {
         "status",
         refused,
     )?;
-    counter("ferret_ws_events_published_total", "Events published (heartbeats not included)", m.events_published)?;
-    counter("ferret_ws_frames_sent_total", "Frames written to WebSocket clients", m.frames_sent)?;
+    counter(
+        "ferret_ws_events_published_total",
+        "Events published (heartbeats not included)",
+        m.events_published,
+    )?;
+    counter(
+        "ferret_ws_frames_sent_total",
+        "Frames written to WebSocket clients",
+        m.frames_sent,
+    )?;
     labelled(
         "ferret_ws_closes_total",
         "WebSocket connections closed, by close code",
         "code",
-        m.closes.iter().map(|(code, n)| (code.to_string(), *n)).collect(),
+        m.closes
+            .iter()
+            .map(|(code, n)| (code.to_string(), *n))
+            .collect(),
     )?;
-    counter("ferret_ws_replays_total", "Connections that started with a replay", m.replays)?;
+    counter(
+        "ferret_ws_replays_total",
+        "Connections that started with a replay",
+        m.replays,
+    )?;
     labelled(
         "ferret_ws_resyncs_total",
         "resync_required frames sent, by reason",
         "reason",
         ResyncReason::ALL
             .iter()
-            .map(|r| (r.as_str().to_owned(), m.resyncs.get(r).copied().unwrap_or(0)))
+            .map(|r| {
+                (
+                    r.as_str().to_owned(),
+                    m.resyncs.get(r).copied().unwrap_or(0),
+                )
+            })
             .collect(),
     )?;
-    gauge("ferret_ws_replay_buffered", "Replayable events within the TTL", m.replay_buffered)?;
+    gauge(
+        "ferret_ws_replay_buffered",
+        "Replayable events within the TTL",
+        m.replay_buffered,
+    )?;
     Ok(registry)
 }
 

@@ -6,7 +6,10 @@ use axum::response::IntoResponse;
 /// `GET /`: the live event page.
 pub(crate) async fn index() -> impl IntoResponse {
     (
-        [(header::CONTENT_TYPE, "text/html; charset=utf-8"), (header::CACHE_CONTROL, "no-cache")],
+        [
+            (header::CONTENT_TYPE, "text/html; charset=utf-8"),
+            (header::CACHE_CONTROL, "no-cache"),
+        ],
         include_str!("../static/index.html"),
     )
 }
@@ -14,7 +17,10 @@ pub(crate) async fn index() -> impl IntoResponse {
 /// `GET /ferret-ws.js`: the browser client.
 pub(crate) async fn script() -> impl IntoResponse {
     (
-        [(header::CONTENT_TYPE, "text/javascript; charset=utf-8"), (header::CACHE_CONTROL, "no-cache")],
+        [
+            (header::CONTENT_TYPE, "text/javascript; charset=utf-8"),
+            (header::CACHE_CONTROL, "no-cache"),
+        ],
         include_str!("../static/ferret-ws.js"),
     )
 }

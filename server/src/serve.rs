@@ -22,7 +22,9 @@ pub async fn serve(
 ) -> io::Result<()> {
     let grace = app.hub().config().shutdown_grace();
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let service = app.router().into_make_service_with_connect_info::<ConnInfo>();
+    let service = app
+        .router()
+        .into_make_service_with_connect_info::<ConnInfo>();
     let server = axum::serve(listener, service).with_graceful_shutdown(async move {
         // A dropped sender also means stop.
         let _ = stop_rx.await;
@@ -35,13 +37,20 @@ pub async fn serve(
         () = shutdown => {}
     }
     // Keep a little of the grace for the process to exit after this returns.
-    let deadline = Instant::now() + grace.saturating_sub((grace / 20).min(Duration::from_millis(250)));
+    let deadline =
+        Instant::now() + grace.saturating_sub((grace / 20).min(Duration::from_millis(250)));
     tracing::info!(grace = ?grace, "shutting down");
     let _ = stop_tx.send(());
-    if tokio::time::timeout_at(deadline, app.shutdown()).await.is_err() {
+    if tokio::time::timeout_at(deadline, app.shutdown())
+        .await
+        .is_err()
+    {
         tracing::debug!("shutdown grace ended with clients still connected");
     }
-    if tokio::time::timeout_at(deadline, &mut server).await.is_err() {
+    if tokio::time::timeout_at(deadline, &mut server)
+        .await
+        .is_err()
+    {
         tracing::debug!("shutdown grace ended with HTTP requests in flight");
         server.abort();
     }

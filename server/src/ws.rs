@@ -30,13 +30,19 @@ pub struct ConnInfo {
 
 impl Connected<axum::serve::IncomingStream<'_, tokio::net::TcpListener>> for ConnInfo {
     fn connect_info(stream: axum::serve::IncomingStream<'_, tokio::net::TcpListener>) -> ConnInfo {
-        ConnInfo { local: stream.io().local_addr().ok(), remote: *stream.remote_addr() }
+        ConnInfo {
+            local: stream.io().local_addr().ok(),
+            remote: *stream.remote_addr(),
+        }
     }
 }
 
 /// `GET /ws`.
 pub(crate) async fn upgrade(State(state): State<AppState>, mut request: Request) -> Response {
-    let conn = request.extensions().get::<ConnectInfo<ConnInfo>>().map(|info| info.0);
+    let conn = request
+        .extensions()
+        .get::<ConnectInfo<ConnInfo>>()
+        .map(|info| info.0);
     let key = match check_upgrade(request.headers()) {
         Ok(key) => key,
         Err(e) => {
@@ -45,7 +51,10 @@ pub(crate) async fn upgrade(State(state): State<AppState>, mut request: Request)
         }
     };
     let fields = HandshakeFields::from_parts(request.uri(), request.headers());
-    let local_port = conn.and_then(|c| c.local).map(|a| a.port()).or(state.local_port());
+    let local_port = conn
+        .and_then(|c| c.local)
+        .map(|a| a.port())
+        .or(state.local_port());
     let handshake = fields.request(local_port);
     let admission = state.hub().admit(&handshake);
     if let Admission::Refuse(refusal) = &admission {
@@ -102,7 +111,10 @@ pub(crate) async fn upgrade(State(state): State<AppState>, mut request: Request)
     headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
     headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
     // The accept key is base64: always a valid header value.
-    headers.insert(header::SEC_WEBSOCKET_ACCEPT, HeaderValue::from_str(&accept).expect("base64 is a valid header"));
+    headers.insert(
+        header::SEC_WEBSOCKET_ACCEPT,
+        HeaderValue::from_str(&accept).expect("base64 is a valid header"),
+    );
     response
 }
 
@@ -110,7 +122,9 @@ pub(crate) async fn upgrade(State(state): State<AppState>, mut request: Request)
 fn check_upgrade(headers: &HeaderMap) -> Result<String, ApiError> {
     let has_token = |name: header::HeaderName, token: &str| {
         headers.get_all(name).iter().any(|value| {
-            value.to_str().is_ok_and(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
+            value
+                .to_str()
+                .is_ok_and(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
         })
     };
     if !has_token(header::CONNECTION, "upgrade") || !has_token(header::UPGRADE, "websocket") {
@@ -119,8 +133,14 @@ fn check_upgrade(headers: &HeaderMap) -> Result<String, ApiError> {
             "/ws takes a WebSocket handshake (Connection: Upgrade, Upgrade: websocket)",
         ));
     }
-    if headers.get(header::SEC_WEBSOCKET_VERSION).is_none_or(|v| v.as_bytes() != b"13") {
-        return Err(ApiError::bad_request("not_websocket", "Sec-WebSocket-Version must be 13"));
+    if headers
+        .get(header::SEC_WEBSOCKET_VERSION)
+        .is_none_or(|v| v.as_bytes() != b"13")
+    {
+        return Err(ApiError::bad_request(
+            "not_websocket",
+            "Sec-WebSocket-Version must be 13",
+        ));
     }
     let key = headers
         .get(header::SEC_WEBSOCKET_KEY)
@@ -128,7 +148,10 @@ fn check_upgrade(headers: &HeaderMap) -> Result<String, ApiError> {
         .map(str::trim)
         .filter(|k| is_handshake_key(k))
         .ok_or_else(|| {
-            ApiError::bad_request("not_websocket", "Sec-WebSocket-Key must be 16 bytes in base64")
+            ApiError::bad_request(
+                "not_websocket",
+                "Sec-WebSocket-Key must be 16 bytes in base64",
+            )
         })?;
     Ok(key.to_owned())
 }
@@ -138,7 +161,9 @@ fn is_handshake_key(key: &str) -> bool {
     let bytes = key.as_bytes();
     bytes.len() == 24
         && bytes.ends_with(b"==")
-        && bytes[..22].iter().all(|b| b.is_ascii_alphanumeric() || *b == b'+' || *b == b'/')
+        && bytes[..22]
+            .iter()
+            .all(|b| b.is_ascii_alphanumeric() || *b == b'+' || *b == b'/')
 }
 
 #[cfg(test)]
@@ -162,7 +187,10 @@ mod tests {
 
     #[test]
     fn accepts_a_proper_handshake() {
-        assert_eq!(check_upgrade(&headers(&GOOD)).unwrap(), "dGhlIHNhbXBsZSBub25jZQ==");
+        assert_eq!(
+            check_upgrade(&headers(&GOOD)).unwrap(),
+            "dGhlIHNhbXBsZSBub25jZQ=="
+        );
         // RFC 6455 §1.3's example.
         assert_eq!(
             ferret_ws_tokio::tungstenite::handshake::derive_accept_key(b"dGhlIHNhbXBsZSBub25jZQ=="),
@@ -173,7 +201,12 @@ mod tests {
     #[test]
     fn refuses_what_is_not_a_handshake() {
         for drop in 0..GOOD.len() {
-            let partial: Vec<_> = GOOD.iter().enumerate().filter(|(i, _)| *i != drop).map(|(_, p)| *p).collect();
+            let partial: Vec<_> = GOOD
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| *i != drop)
+                .map(|(_, p)| *p)
+                .collect();
             let err = check_upgrade(&headers(&partial)).unwrap_err();
             assert_eq!(err.status(), StatusCode::BAD_REQUEST);
         }

@@ -19,15 +19,21 @@ pub(crate) async fn publish(
     JsonObject(mut body): JsonObject,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     let event_type = match body.get("type") {
-        Some(Value::String(name)) => EventType::new(name)
-            .map_err(|e| ApiError::unprocessable("invalid_event_type", format!("type {name:?}: {e}")))?,
+        Some(Value::String(name)) => EventType::new(name).map_err(|e| {
+            ApiError::unprocessable("invalid_event_type", format!("type {name:?}: {e}"))
+        })?,
         Some(other) => {
             return Err(ApiError::unprocessable(
                 "invalid_body",
                 format!("type must be a string, not {}", kind(other)),
             ))
         }
-        None => return Err(ApiError::unprocessable("invalid_body", "missing field `type`")),
+        None => {
+            return Err(ApiError::unprocessable(
+                "invalid_body",
+                "missing field `type`",
+            ))
+        }
     };
     let payload = match body.remove("payload") {
         None => Map::new(),
@@ -39,9 +45,18 @@ pub(crate) async fn publish(
             ))
         }
     };
-    let event = Event::new(event_type).with_payload(payload).with_correlation_id(cid.as_str());
+    let event = Event::new(event_type)
+        .with_payload(payload)
+        .with_correlation_id(cid.as_str());
     let name = event.event_type().to_string();
-    let id = state.hub().publish(event).await.map_err(super::publish_failed)?;
+    let id = state
+        .hub()
+        .publish(event)
+        .await
+        .map_err(super::publish_failed)?;
     tracing::debug!(event_id = %id, event_type = %name, correlation_id = %cid, "published");
-    Ok((StatusCode::ACCEPTED, Json(json!({"event_id": id.to_string()}))))
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(json!({"event_id": id.to_string()})),
+    ))
 }

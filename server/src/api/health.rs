@@ -24,7 +24,8 @@ pub(crate) async fn ready(State(state): State<AppState>) -> (StatusCode, Json<Va
     } else {
         (StatusCode::OK, "ok")
     };
-    let heartbeat_ms = u64::try_from(state.hub().config().heartbeat_interval().as_millis()).unwrap_or(u64::MAX);
+    let heartbeat_ms =
+        u64::try_from(state.hub().config().heartbeat_interval().as_millis()).unwrap_or(u64::MAX);
     let body = json!({
         "status": text,
         "connections": metrics.connections,

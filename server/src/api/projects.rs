@@ -35,11 +35,17 @@ pub(crate) struct Store {
 impl Store {
     fn insert(&self, project: Project) {
         // A poisoned lock means a panic while pushing to a Vec; the data is still whole.
-        self.projects.lock().unwrap_or_else(|e| e.into_inner()).push(project);
+        self.projects
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(project);
     }
 
     fn all(&self) -> Vec<Project> {
-        self.projects.lock().unwrap_or_else(|e| e.into_inner()).clone()
+        self.projects
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 }
 
@@ -72,9 +78,16 @@ pub(crate) async fn create(
     payload.insert("project_id".into(), Value::String(project.id.clone()));
     payload.insert("name".into(), Value::String(project.name.clone()));
     // A well-known name: always valid.
-    let event_type = EventType::new(types::PROJECT_CREATED).expect("project_created is a valid type");
-    let event = Event::new(event_type).with_payload(payload).with_correlation_id(cid.as_str());
-    let id = state.hub().publish(event).await.map_err(super::publish_failed)?;
+    let event_type =
+        EventType::new(types::PROJECT_CREATED).expect("project_created is a valid type");
+    let event = Event::new(event_type)
+        .with_payload(payload)
+        .with_correlation_id(cid.as_str());
+    let id = state
+        .hub()
+        .publish(event)
+        .await
+        .map_err(super::publish_failed)?;
     tracing::debug!(event_id = %id, project_id = %project.id, correlation_id = %cid, "project created");
     state.projects().insert(project.clone());
     Ok((StatusCode::CREATED, Json(project)))

@@ -37,8 +37,9 @@ use crate::errors::ApiError;
 use crate::hub::HubHandle;
 
 /// Video files are recognised by these extensions, compared without case (CONTRACT.md §5).
-pub const VIDEO_EXTENSIONS: [&str; 13] =
-    ["mp4", "m4v", "mov", "mkv", "webm", "avi", "wmv", "flv", "mpg", "mpeg", "ts", "mts", "m2ts"];
+pub const VIDEO_EXTENSIONS: [&str; 13] = [
+    "mp4", "m4v", "mov", "mkv", "webm", "avi", "wmv", "flv", "mpg", "mpeg", "ts", "mts", "m2ts",
+];
 
 /// How many scans walk at once; more wait their turn.
 pub(crate) const MAX_CONCURRENT_SCANS: usize = 4;
@@ -62,7 +63,9 @@ impl ScanPolicy {
                 "scan_roots_required",
                 "scanning needs --scan-root when the server listens beyond loopback",
             )),
-            ScanPolicy::Roots(roots) if roots.iter().any(|root| resolved.starts_with(root)) => Ok(()),
+            ScanPolicy::Roots(roots) if roots.iter().any(|root| resolved.starts_with(root)) => {
+                Ok(())
+            }
             ScanPolicy::Roots(_) => Err(ApiError::forbidden(
                 "path_not_allowed",
                 format!("{} is not under a scan root", resolved.display()),
@@ -85,7 +88,10 @@ pub(crate) async fn start(
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     let request: ScanRequest = body.parse()?;
     if request.path.is_empty() || request.path.contains('\0') {
-        return Err(ApiError::bad_request("invalid_path", "path must be a directory"));
+        return Err(ApiError::bad_request(
+            "invalid_path",
+            "path must be a directory",
+        ));
     }
     let resolved = resolve(Path::new(&request.path));
     state.scan_policy().check(&resolved)?;
@@ -102,7 +108,11 @@ pub(crate) async fn start(
         correlation_id: cid,
     };
     let started = job.event(types::SCAN_STARTED, json!({"path": job.path_text()}));
-    state.hub().publish(started).await.map_err(super::publish_failed)?;
+    state
+        .hub()
+        .publish(started)
+        .await
+        .map_err(super::publish_failed)?;
     tracing::debug!(job_id = %job.id, path = %job.path.display(), correlation_id = %job.correlation_id, "scan started");
     let job_id = job.id.clone();
     tokio::spawn(job.run(state.hub().clone(), state.scan_permits().clone()));
@@ -179,7 +189,9 @@ impl Job {
             last = progress;
             hub.publish(self.progress(progress, "running")).await?;
         }
-        let outcome = walk.await.unwrap_or_else(|e| Err(io::Error::other(format!("scan task failed: {e}"))));
+        let outcome = walk
+            .await
+            .unwrap_or_else(|e| Err(io::Error::other(format!("scan task failed: {e}"))));
         match outcome {
             Ok(count) => {
                 tracing::debug!(job_id = %self.id, video_count = count, "scan completed");
@@ -201,7 +213,10 @@ impl Job {
     }
 
     fn progress(&self, progress: f64, status: &str) -> Event {
-        self.event(types::JOB_PROGRESS, json!({"job_id": self.id, "progress": progress, "status": status}))
+        self.event(
+            types::JOB_PROGRESS,
+            json!({"job_id": self.id, "progress": progress, "status": status}),
+        )
     }
 
     fn event(&self, name: &str, payload: Value) -> Event {
@@ -211,14 +226,20 @@ impl Job {
             Value::Object(map) => map,
             _ => Map::new(),
         };
-        Event::new(event_type).with_payload(payload).with_correlation_id(self.correlation_id.as_str())
+        Event::new(event_type)
+            .with_payload(payload)
+            .with_correlation_id(self.correlation_id.as_str())
     }
 }
 
 /// Counts the video files in `root` (and below, if `recursive`). Calls `progress` with the
 /// share of `root`'s entries done, at most once per 10 %, never with 1.0. Fails only when
 /// `root` itself cannot be read.
-pub(crate) fn count_videos(root: &Path, recursive: bool, mut progress: impl FnMut(f64)) -> io::Result<u64> {
+pub(crate) fn count_videos(
+    root: &Path,
+    recursive: bool,
+    mut progress: impl FnMut(f64),
+) -> io::Result<u64> {
     let entries = std::fs::read_dir(root)?.collect::<io::Result<Vec<_>>>()?;
     let total = entries.len();
     let mut count = 0;
@@ -226,11 +247,8 @@ pub(crate) fn count_videos(root: &Path, recursive: bool, mut progress: impl FnMu
     for (done, entry) in entries.iter().enumerate() {
         let path = entry.path();
         match entry.file_type() {
-            Ok(kind) if kind.is_dir() => {
-                if recursive {
-                    count += count_tree(&path);
-                }
-            }
+            Ok(kind) if kind.is_dir() && recursive => count += count_tree(&path),
+            // A directory never passes: `is_video_file` wants a file.
             Ok(_) if is_video_file(&path) => count += 1,
             _ => {}
         }
@@ -287,7 +305,10 @@ mod tests {
         async fn publish(&self, event: Event) -> Result<EventId, PublishError> {
             let mut events = self.0.lock().unwrap();
             events.push(event);
-            Ok(EventId { epoch: Epoch(1), seq: Seq(events.len() as u64) })
+            Ok(EventId {
+                epoch: Epoch(1),
+                seq: Seq(events.len() as u64),
+            })
         }
     }
 
@@ -309,22 +330,37 @@ mod tests {
         let dir = tree();
         assert_eq!(count_videos(dir.path(), false, |_| {}).unwrap(), 3);
         let mut reports = Vec::new();
-        assert_eq!(count_videos(dir.path(), true, |p| reports.push(p)).unwrap(), 5);
+        assert_eq!(
+            count_videos(dir.path(), true, |p| reports.push(p)).unwrap(),
+            5
+        );
         assert!(reports.windows(2).all(|w| w[0] < w[1]), "{reports:?}");
         assert!(reports.iter().all(|p| *p > 0.0 && *p < 1.0), "{reports:?}");
     }
 
     #[test]
     fn resolve_removes_dot_segments() {
-        assert_eq!(resolve(Path::new("/no/such/dir/../x/./y")), PathBuf::from("/no/such/x/y"));
+        assert_eq!(
+            resolve(Path::new("/no/such/dir/../x/./y")),
+            PathBuf::from("/no/such/x/y")
+        );
         let policy = ScanPolicy::Roots(vec![PathBuf::from("/srv/videos")]);
-        assert!(policy.check(&resolve(Path::new("/srv/videos/../secrets"))).is_err());
-        assert!(policy.check(&resolve(Path::new("/srv/videos/a/../b"))).is_ok());
+        assert!(policy
+            .check(&resolve(Path::new("/srv/videos/../secrets")))
+            .is_err());
+        assert!(policy
+            .check(&resolve(Path::new("/srv/videos/a/../b")))
+            .is_ok());
         assert!(ScanPolicy::Off.check(Path::new("/")).is_err());
     }
 
     fn job(path: PathBuf) -> Job {
-        Job { id: "job-1".into(), path, recursive: true, correlation_id: CorrelationId::parse(b"cid-1").unwrap().unwrap() }
+        Job {
+            id: "job-1".into(),
+            path,
+            recursive: true,
+            correlation_id: CorrelationId::parse(b"cid-1").unwrap().unwrap(),
+        }
     }
 
     fn summary(events: &[Event]) -> Vec<(String, Value)> {
@@ -332,7 +368,10 @@ mod tests {
             .iter()
             .map(|e| {
                 assert_eq!(e.correlation_id(), Some("cid-1"));
-                (e.event_type().to_string(), Value::Object(e.payload().clone()))
+                (
+                    e.event_type().to_string(),
+                    Value::Object(e.payload().clone()),
+                )
             })
             .collect()
     }
@@ -345,10 +384,28 @@ mod tests {
         let path = job.path_text();
         job.run(recorder.clone(), Arc::new(Semaphore::new(1))).await;
         let events = summary(&recorder.0.lock().unwrap());
-        assert_eq!(events[0], ("job_progress".into(), json!({"job_id": "job-1", "progress": 0.0, "status": "running"})));
+        assert_eq!(
+            events[0],
+            (
+                "job_progress".into(),
+                json!({"job_id": "job-1", "progress": 0.0, "status": "running"})
+            )
+        );
         let n = events.len();
-        assert_eq!(events[n - 2], ("scan_completed".into(), json!({"path": path, "video_count": 5})));
-        assert_eq!(events[n - 1], ("job_progress".into(), json!({"job_id": "job-1", "progress": 1.0, "status": "completed"})));
+        assert_eq!(
+            events[n - 2],
+            (
+                "scan_completed".into(),
+                json!({"path": path, "video_count": 5})
+            )
+        );
+        assert_eq!(
+            events[n - 1],
+            (
+                "job_progress".into(),
+                json!({"job_id": "job-1", "progress": 1.0, "status": "completed"})
+            )
+        );
         for (name, payload) in &events[1..n - 2] {
             assert_eq!(name, "job_progress");
             assert_eq!(payload["status"], "running");
@@ -359,13 +416,18 @@ mod tests {
     async fn an_unreadable_directory_fails_the_job() {
         let dir = tempfile::tempdir().unwrap();
         let recorder = Recorder::default();
-        job(dir.path().join("gone")).run(recorder.clone(), Arc::new(Semaphore::new(1))).await;
+        job(dir.path().join("gone"))
+            .run(recorder.clone(), Arc::new(Semaphore::new(1)))
+            .await;
         let events = summary(&recorder.0.lock().unwrap());
         assert_eq!(events.len(), 2);
         let (name, payload) = &events[1];
         assert_eq!(name, "job_progress");
         assert_eq!(payload["status"], "failed");
         assert_eq!(payload["job_id"], "job-1");
-        assert!(payload["error"].as_str().unwrap().contains("No such file"), "{payload}");
+        assert!(
+            payload["error"].as_str().unwrap().contains("No such file"),
+            "{payload}"
+        );
     }
 }
