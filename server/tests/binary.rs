@@ -118,7 +118,7 @@ async fn serves_events_and_shuts_down_on_sigterm() {
             "--liveness-timeout",
             "10s",
             "--shutdown-grace",
-            "3s",
+            "10s",
         ],
         &[],
     )
@@ -170,8 +170,8 @@ async fn serves_events_and_shuts_down_on_sigterm() {
     let (code, took, stderr) = server.wait().await;
     assert_eq!(code, Some(0), "{stderr}");
     assert!(
-        took < Duration::from_secs(3),
-        "exited {took:?} after the clients were closed"
+        took < Duration::from_secs(5),
+        "exited {took:?} after the clients were closed: it waited for the 10 s grace"
     );
 }
 
@@ -186,8 +186,8 @@ async fn sigint_with_a_client_that_stopped_reading_exits_0_within_the_grace() {
     let took = started.elapsed();
     assert_eq!(code, Some(0), "{stderr}");
     assert!(
-        took < Duration::from_millis(1500),
-        "took {took:?} for a 1s grace"
+        took < Duration::from_millis(2000),
+        "took {took:?} for a 1s grace (1s of slack for a loaded machine)"
     );
     drop(stalled);
 }

@@ -314,6 +314,9 @@ impl Ws {
                         code: u16::from(f.code),
                         reason: f.reason.to_string(),
                     });
+                    // Keep reading so that tungstenite sends its answering close frame, as a
+                    // well-behaved client does, and the server sees the handshake complete.
+                    while self.next_message().await.is_some() {}
                     return (frames, closed);
                 }
                 Some(_) => {}
