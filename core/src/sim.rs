@@ -355,7 +355,7 @@ impl Sim {
                 match decode(&frame) {
                     Ok(decoded) => {
                         if let Some(id) = decoded.id {
-                            if let Some(prev) = client.stream().last().and_then(|f| f.id) {
+                            if let Some(prev) = client.frames.iter().rev().find_map(|f| f.id) {
                                 if id.seq <= prev.seq {
                                     self.violations.push(format!(
                                         "{conn}: seq {} after {}",
