@@ -217,8 +217,9 @@ pub async fn heartbeat_once_per_interval(h: Ctx) {
     }
     let window = Duration::from_millis(600);
     let publisher = async {
-        let first = publish(&server.hub, "marker", json!({"n": 1})).await;
+        // The hub sequences both markers within [start, start + elapsed].
         let start = Instant::now();
+        let first = publish(&server.hub, "marker", json!({"n": 1})).await;
         h.sleep(window).await; // the measured window, not a synchronisation
         let last = publish(&server.hub, "marker", json!({"n": 2})).await;
         (first, last, start.elapsed())
@@ -271,7 +272,8 @@ pub async fn heartbeat_once_per_interval(h: Ctx) {
 
 /// A client that answers pings (by reading) stays connected past the liveness timeout.
 pub async fn answering_client_stays(h: Ctx) {
-    let (interval, liveness) = (Duration::from_millis(50), Duration::from_millis(150));
+    // Five missed pings before a close: room for a loaded machine to be late with a pong.
+    let (interval, liveness) = (Duration::from_millis(50), Duration::from_millis(300));
     let server = h
         .server(
             config()
@@ -284,7 +286,7 @@ pub async fn answering_client_stays(h: Ctx) {
     let mut client = connect_synced(&h, &server, "").await;
     let start = Instant::now();
     let mut heartbeats = 0;
-    while start.elapsed() < liveness * 4 {
+    while start.elapsed() < liveness * 3 {
         match client.recv().await {
             Received::Text(_, json) if json["type"] == "heartbeat" => heartbeats += 1,
             Received::Ping => {}
@@ -305,7 +307,8 @@ pub async fn answering_client_stays(h: Ctx) {
 /// `[liveness, liveness + heartbeat]` of its last sign of life, and removed once the close
 /// times out.
 pub async fn silent_client_closed_4408(h: Ctx) {
-    let (interval, liveness) = (Duration::from_millis(50), Duration::from_millis(150));
+    // The bystander answers pings while the machine may be loaded: five may go unanswered.
+    let (interval, liveness) = (Duration::from_millis(50), Duration::from_millis(300));
     let close_timeout = Duration::from_millis(300);
     let config = config()
         .heartbeat_interval(interval)
@@ -331,7 +334,7 @@ pub async fn silent_client_closed_4408(h: Ctx) {
             closed_after >= liveness - Duration::from_millis(10),
             "closed early: {closed_after:?}"
         );
-        let slack = Duration::from_millis(250); // a loaded machine
+        let slack = Duration::from_millis(400); // a loaded machine
         assert!(
             closed_after <= liveness + interval + slack,
             "closed late: {closed_after:?}"
