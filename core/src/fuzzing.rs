@@ -31,8 +31,8 @@
 //! configured token and, one per remaining line, the allowed origins.
 //!
 //! [`hub_ops`]: [`CONFIG_BYTES`] bytes of configuration, then operations, each an opcode
-//! byte (modulo the number of operations, in the order of [`Op`]) followed by its fields, one
-//! byte each unless noted. Missing bytes read as zero.
+//! byte (modulo the number of operations, in the order of the private `Op` enum) followed by
+//! its fields, one byte each unless noted. Missing bytes read as zero.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -99,8 +99,9 @@ const HANDSHAKE_EPOCH: Epoch = SIM_EPOCH;
 
 /// Decides a `/ws` request made of `data` and checks the decision against a model of the
 /// contract; an accepted request is then registered with a hub that has a known history
-/// (events 1–6 at the start, 7 after the TTL, so 1–2 were evicted by size and 3–6 expire at
-/// the accept) and its resync reason and replay are checked too.
+/// (a 4-event buffer with a 10 s TTL; events 1–6 at the start and 7 eleven seconds later, so
+/// 1–3 were pushed out by size and 4–6 expire at the accept) and its resync reason and replay
+/// are checked too.
 pub fn handshake(data: &[u8], start: Instant) {
     let case = HandshakeCase::read(data);
     let request = case.request();
