@@ -5,9 +5,11 @@
 
 use std::future::{Future, IntoFuture};
 use std::io;
+use std::net::SocketAddr;
 use std::time::Duration;
 
-use tokio::net::TcpListener;
+use axum::serve::Listener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::time::Instant;
 
 use crate::app::App;
@@ -25,7 +27,7 @@ pub async fn serve(
     let service = app
         .router()
         .into_make_service_with_connect_info::<ConnInfo>();
-    let server = axum::serve(listener, service).with_graceful_shutdown(async move {
+    let server = axum::serve(NoDelay(listener), service).with_graceful_shutdown(async move {
         // A dropped sender also means stop.
         let _ = stop_rx.await;
     });
@@ -55,6 +57,28 @@ pub async fn serve(
         server.abort();
     }
     Ok(())
+}
+
+/// A TCP listener that sends small frames at once: Nagle's algorithm is turned off on every
+/// connection it accepts (events are small frames that should not wait for more data).
+pub(crate) struct NoDelay(pub(crate) TcpListener);
+
+impl Listener for NoDelay {
+    type Io = TcpStream;
+    type Addr = SocketAddr;
+
+    async fn accept(&mut self) -> (TcpStream, SocketAddr) {
+        // axum's accept retries the errors of single connections and pauses on the others.
+        let (tcp, remote) = Listener::accept(&mut self.0).await;
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!(error = %e, "could not set TCP_NODELAY");
+        }
+        (tcp, remote)
+    }
+
+    fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.0.local_addr()
+    }
 }
 
 /// Resolves at the first SIGTERM or SIGINT (Ctrl-C). The handlers are installed when this is

@@ -11,12 +11,15 @@ use axum::extract::connect_info::{ConnectInfo, Connected};
 use axum::extract::{Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
+use axum::serve::IncomingStream;
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
+use tokio::net::{TcpListener, TcpStream};
 
 use crate::app::AppState;
 use crate::errors::ApiError;
 use crate::hub::{serve_upgraded, Admission, HandshakeFields};
+use crate::serve::NoDelay;
 
 /// The addresses of an accepted TCP connection, attached to each of its requests when the
 /// router is served with `into_make_service_with_connect_info::<ConnInfo>()`.
@@ -28,11 +31,23 @@ pub struct ConnInfo {
     pub remote: SocketAddr,
 }
 
-impl Connected<axum::serve::IncomingStream<'_, tokio::net::TcpListener>> for ConnInfo {
-    fn connect_info(stream: axum::serve::IncomingStream<'_, tokio::net::TcpListener>) -> ConnInfo {
+impl Connected<IncomingStream<'_, TcpListener>> for ConnInfo {
+    fn connect_info(stream: IncomingStream<'_, TcpListener>) -> ConnInfo {
+        ConnInfo::of(stream.io(), *stream.remote_addr())
+    }
+}
+
+impl Connected<IncomingStream<'_, NoDelay>> for ConnInfo {
+    fn connect_info(stream: IncomingStream<'_, NoDelay>) -> ConnInfo {
+        ConnInfo::of(stream.io(), *stream.remote_addr())
+    }
+}
+
+impl ConnInfo {
+    fn of(tcp: &TcpStream, remote: SocketAddr) -> ConnInfo {
         ConnInfo {
-            local: stream.io().local_addr().ok(),
-            remote: *stream.remote_addr(),
+            local: tcp.local_addr().ok(),
+            remote,
         }
     }
 }
