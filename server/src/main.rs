@@ -55,8 +55,9 @@ fn main() -> ExitCode {
             token = settings.token.is_some(),
             "ferret-ws started"
         );
-        println!("listening on http://{addr}");
-        let _ = std::io::stdout().flush();
+        // Not println!: a closed stdout must not stop the server.
+        let mut stdout = std::io::stdout();
+        let _ = writeln!(stdout, "listening on http://{addr}").and_then(|()| stdout.flush());
         match serve(listener, app, signal).await {
             Ok(()) => {
                 tracing::info!("stopped");

@@ -62,7 +62,13 @@ pub(crate) async fn upgrade(State(state): State<AppState>, mut request: Request)
         Ok(key) => key,
         Err(e) => {
             tracing::debug!(remote = ?conn.map(|c| c.remote), reason = e.message(), "not a websocket handshake");
-            return e.into_response();
+            let mut response = e.into_response();
+            // RFC 6455 §4.4: tell the client which version we speak.
+            response.headers_mut().insert(
+                header::SEC_WEBSOCKET_VERSION,
+                HeaderValue::from_static("13"),
+            );
+            return response;
         }
     };
     let fields = HandshakeFields::from_parts(request.uri(), request.headers());
