@@ -15,6 +15,8 @@
 //! | write fails | reports `Lost` | tells the reader and ends |
 //! | hub `Abort` | aborted | aborted |
 
+use std::future::Future;
+
 use bytes::Bytes;
 use ferret_ws_core::{CloseCode, ConnId, DisconnectCause, Input, Violation};
 use futures::channel::{mpsc, oneshot};
@@ -70,9 +72,18 @@ enum WriterEnd<S> {
     Failed,
 }
 
-/// Serves an upgraded, accepted connection until it ends: registers it with the hub, spawns
-/// its writer and runs its reader in the calling task.
-pub(crate) async fn run<R, S>(runtime: &R, hub: &HubHandle, ws: WebSocketStream<S>, ticket: Ticket)
+/// Starts serving an upgraded, accepted connection: registers it with the hub and spawns its
+/// writer; returns its reader, for the caller to run until the connection ends (`None` if the
+/// hub task is gone).
+///
+/// The caller runs this setup boxed and then awaits the reader inline, so that a
+/// connection's task holds the reader's state only, not the setup's as well.
+pub(crate) async fn start<R, S>(
+    runtime: &R,
+    hub: &HubHandle,
+    ws: WebSocketStream<S>,
+    ticket: Ticket,
+) -> Option<impl Future<Output = ()> + Send + 'static>
 where
     R: Runtime,
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
@@ -86,15 +97,14 @@ where
         reader: reader_abort,
         writer: writer_abort.clone(),
     };
-    let Some(conn) = hub.register(params, entry).await else {
-        return; // the hub task is gone; dropping the socket is all there is to do
-    };
+    // `None`: the hub task is gone; dropping the socket is all there is to do.
+    let conn = hub.register(params, entry).await?;
     let (sink, stream) = ws.split();
     let (writer_done, writer_end) = oneshot::channel();
     let writer = write_half(conn, sink, queued, hub.commands(), writer_done);
     runtime.spawn(Abortable::new(writer, writer_registration).map(drop));
     let reader = read_half(conn, stream, writer_end, hub.commands(), writer_abort, slot);
-    let _ = Abortable::new(reader, reader_registration).await;
+    Some(Abortable::new(reader, reader_registration).map(drop))
 }
 
 /// What ended the read loop.
@@ -201,7 +211,7 @@ async fn read_half<S>(
 }
 
 async fn discard_until_eof<S: AsyncRead + Unpin>(mut socket: S) {
-    let mut buf = [0u8; 512];
+    let mut buf = vec![0u8; 512]; // on the heap: most readers never get here
     while let Ok(1..) = socket.read(&mut buf).await {}
 }
 

@@ -1,6 +1,7 @@
 //! Handshakes and the accept loop: from a byte stream to a served connection.
 
 use std::borrow::Cow;
+use std::future::Future;
 use std::io;
 use std::time::Duration;
 
@@ -168,40 +169,46 @@ where
     R: Runtime,
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let mut admission = None;
-    let callback = |request: &Request, response: Response| -> Result<Response, ErrorResponse> {
-        if request.uri().path() != WS_PATH {
-            return Err(refusal_response(StatusCode::NOT_FOUND, "not found", None));
-        }
-        let fields = HandshakeFields::from_parts(request.uri(), request.headers());
-        match hub.admit(&fields.request(local_port)) {
-            Admission::Refuse(refusal) => {
-                let status =
-                    StatusCode::from_u16(refusal.status).unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
-                Err(refusal_response(
-                    status,
-                    &refusal.reason,
-                    refusal.retry_after,
-                ))
+    // The handshake and the registration run boxed: their state is large and needed once;
+    // inline, it would stay part of this task's memory for as long as the connection lives.
+    let setup = async {
+        let mut admission = None;
+        let callback = |request: &Request, response: Response| -> Result<Response, ErrorResponse> {
+            if request.uri().path() != WS_PATH {
+                return Err(refusal_response(StatusCode::NOT_FOUND, "not found", None));
             }
-            decided => {
-                admission = Some(decided);
-                Ok(response)
+            let fields = HandshakeFields::from_parts(request.uri(), request.headers());
+            match hub.admit(&fields.request(local_port)) {
+                Admission::Refuse(refusal) => {
+                    let status = StatusCode::from_u16(refusal.status)
+                        .unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
+                    Err(refusal_response(
+                        status,
+                        &refusal.reason,
+                        refusal.retry_after,
+                    ))
+                }
+                decided => {
+                    admission = Some(decided);
+                    Ok(response)
+                }
             }
-        }
+        };
+        let config = websocket_config(hub.config());
+        let handshake =
+            async_tungstenite::accept_hdr_async_with_config(stream, callback, Some(config));
+        let ws = match handshake.await {
+            Ok(ws) => ws,
+            Err(e) => {
+                tracing::debug!(error = %e, "handshake failed or refused");
+                return None;
+            }
+        };
+        start_websocket(runtime, hub, ws, admission?).await
     };
-    let config = websocket_config(hub.config());
-    let ws = match async_tungstenite::accept_hdr_async_with_config(stream, callback, Some(config))
-        .await
-    {
-        Ok(ws) => ws,
-        Err(e) => {
-            tracing::debug!(error = %e, "handshake failed or refused");
-            return;
-        }
-    };
-    if let Some(admission) = admission {
-        serve_websocket(runtime, hub, ws, admission).await;
+    let reader = Box::pin(setup).await;
+    if let Some(reader) = reader {
+        reader.await;
     }
 }
 
@@ -216,28 +223,39 @@ where
     R: Runtime,
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let config = websocket_config(hub.config());
-    let ws = WebSocketStream::from_raw_socket(stream, Role::Server, Some(config)).await;
-    serve_websocket(runtime, hub, ws, admission).await;
+    let setup = async {
+        let config = websocket_config(hub.config());
+        let ws = WebSocketStream::from_raw_socket(stream, Role::Server, Some(config)).await;
+        start_websocket(runtime, hub, ws, admission).await
+    };
+    let reader = Box::pin(setup).await; // boxed: see serve_stream_on
+    if let Some(reader) = reader {
+        reader.await;
+    }
 }
 
-async fn serve_websocket<R, S>(
+/// Carries out the admission on an upgraded stream; for an accepted connection, returns the
+/// reader to run.
+async fn start_websocket<R, S>(
     runtime: &R,
     hub: &HubHandle,
     ws: WebSocketStream<S>,
     admission: Admission,
-) where
+) -> Option<impl Future<Output = ()> + Send + 'static>
+where
     R: Runtime,
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     match admission {
-        Admission::Accept(ticket) => conn::run(runtime, hub, ws, ticket).await,
-        Admission::Reject(rejection) => reject(runtime, hub, ws, rejection).await,
+        Admission::Accept(ticket) => conn::start(runtime, hub, ws, ticket).await,
+        Admission::Reject(rejection) => {
+            reject(runtime, hub, ws, rejection).await;
+            None
+        }
         Admission::Refuse(refusal) => {
-            tracing::warn!(
-                status = refusal.status,
-                "an upgraded stream came with a refusal; dropped"
-            );
+            let status = refusal.status;
+            tracing::warn!(status, "an upgraded stream came with a refusal; dropped");
+            None
         }
     }
 }
