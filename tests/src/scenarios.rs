@@ -1,6 +1,6 @@
 //! The scenarios, each written once against [`Ctx`] and run for every runtime.
 //!
-//! A client proves it is registered with a `ping` answered by a `pong` ([`sync`]): the
+//! A client proves it is registered with a `ping` answered by a `pong` (`sync`): the
 //! contract guarantees it every event sequenced after that (CONTRACT.md §5).
 
 use std::collections::BTreeSet;
