@@ -172,6 +172,7 @@ impl<R: Runtime> HubTask<R> {
                 reply,
             } => {
                 let conn = self.hub.accept(now, params);
+                tracing::debug!(%conn, "connection registered");
                 self.conns.insert(conn, entry);
                 if reply.send(conn).is_err() {
                     // The connection's task is gone before it learnt its id: nothing will
@@ -200,6 +201,7 @@ impl<R: Runtime> HubTask<R> {
     }
 
     fn disconnected(&mut self, now: Instant, conn: ConnId, cause: DisconnectCause) {
+        tracing::debug!(%conn, ?cause, "connection ended");
         self.hub
             .handle_input(now, Input::Disconnected { conn, cause });
         self.drain(); // nothing for `conn`, but keep "drain after every call"
@@ -221,8 +223,12 @@ impl<R: Runtime> HubTask<R> {
             let (conn, command) = match output {
                 Output::Send { conn, frame } => (conn, WriterCmd::Text(frame)),
                 Output::Ping { conn } => (conn, WriterCmd::Ping),
-                Output::Close { conn, code, reason } => (conn, WriterCmd::Close(code, reason)),
+                Output::Close { conn, code, reason } => {
+                    tracing::debug!(%conn, %code, reason, "closing connection");
+                    (conn, WriterCmd::Close(code, reason))
+                }
                 Output::Abort { conn } => {
+                    tracing::debug!(%conn, "aborting connection: its close did not finish in time");
                     if let Some(entry) = self.conns.remove(&conn) {
                         entry.abort();
                     }
