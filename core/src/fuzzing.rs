@@ -47,7 +47,7 @@ use crate::sim::{Sim, SIM_EPOCH};
 use crate::{
     decide, encode_client_message, parse_client_message, ClientMessage, CloseCode, ConnId,
     ConnParams, Decision, DisconnectCause, Epoch, Event, EventId, EventType, HandshakeRequest, Hub,
-    HubConfig, Input, OriginPolicy, Output, Seq, Timestamp, TypeFilter, Violation, MAX_ANCHOR_LEN,
+    HubConfig, Input, OriginPolicy, Output, Seq, Timestamp, TypeFilter, Violation,
     MAX_CLOSE_REASON, MAX_PATTERNS, OVERLOAD_RETRY_AFTER,
 };
 
@@ -141,16 +141,7 @@ pub fn handshake(data: &[u8], start: Instant) {
             );
             match (&params.anchor, &model.anchor) {
                 (None, None) => {}
-                (Some(got), Some(raw)) => {
-                    assert!(got.len() <= MAX_ANCHOR_LEN);
-                    // Kept whole, or cut on a character boundary just below the limit.
-                    let whole = got.len() == raw.len();
-                    let cut = raw.len() > MAX_ANCHOR_LEN && got.len() > MAX_ANCHOR_LEN - 4;
-                    assert!(
-                        raw.starts_with(&**got) && (whole || cut),
-                        "anchor {got:?} from {raw:?}"
-                    );
-                }
+                (Some(got), Some(raw)) => assert_eq!(&**got, raw, "{case:?}: anchor kept whole"),
                 (got, want) => panic!("{case:?}: anchor {got:?}, expected {want:?}"),
             }
             check_resume(params, model, start);
@@ -183,7 +174,7 @@ enum Expected {
 struct AcceptModel {
     types: Vec<String>,
     subscribe_token: Option<String>,
-    /// The anchor as given (trimmed), before any length cut.
+    /// The anchor as given (trimmed).
     anchor: Option<String>,
 }
 
@@ -372,13 +363,7 @@ fn expected_resume(anchor: Option<&str>) -> (Option<&'static str>, Vec<u64>) {
 }
 
 fn check_resume(params: &ConnParams, model: &AcceptModel, start: Instant) {
-    // A longer anchor is cut to MAX_ANCHOR_LEN at the handshake, and the hub judges what is
-    // left: the cut can drop the characters that made a long anchor invalid. Such anchors
-    // are checked as cut (see the fuzzing notes in fuzz/README.md).
-    let raw_anchor = match model.anchor.as_deref() {
-        Some(raw) if raw.len() > MAX_ANCHOR_LEN => params.anchor.as_deref(),
-        raw => raw,
-    };
+    let raw_anchor = model.anchor.as_deref();
     // The history's events are all of type `e`; the connection's filter applies to replay.
     let passes = model.types.is_empty()
         || model.types.iter().any(|item| match item.strip_suffix('*') {

@@ -11,10 +11,6 @@ use crate::close::{truncate_reason, CloseCode};
 use crate::config::HubConfig;
 use crate::filter::TypeFilter;
 
-/// The longest anchor kept from a request; longer ones are invalid anyway and are cut for the
-/// `resync_required` echo.
-pub const MAX_ANCHOR_LEN: usize = 128;
-
 /// How long an overloaded server asks clients to wait (`Retry-After`).
 pub const OVERLOAD_RETRY_AFTER: Duration = Duration::from_secs(5);
 
@@ -163,9 +159,7 @@ pub fn decide(config: &HubConfig, request: &HandshakeRequest<'_>, has_room: bool
         .as_deref()
         .or(request.last_event_id)
         .map(str::trim);
-    let anchor = anchor
-        .filter(|a| !a.is_empty())
-        .map(|a| truncate_anchor(a).into());
+    let anchor = anchor.filter(|a| !a.is_empty()).map(Into::into);
     Decision::Accept(ConnParams {
         filter,
         anchor,
@@ -225,14 +219,6 @@ fn is_subscribe_token(token: &str) -> bool {
         && token
             .bytes()
             .all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
-}
-
-fn truncate_anchor(anchor: &str) -> &str {
-    let mut end = anchor.len().min(MAX_ANCHOR_LEN);
-    while !anchor.is_char_boundary(end) {
-        end -= 1;
-    }
-    &anchor[..end]
 }
 
 #[cfg(test)]
@@ -420,12 +406,13 @@ mod tests {
         };
         assert_eq!(accepted(decide(&cfg, &empty, true)).anchor, None);
         let long = format!("last_event_id={}", "x".repeat(1000));
+        // Kept whole: the hub judges it (`invalid`) and echoes exactly what was sent.
         assert_eq!(
             accepted(decide(&cfg, &request(&long), true))
                 .anchor
                 .unwrap()
                 .len(),
-            MAX_ANCHOR_LEN
+            1000
         );
     }
 

@@ -85,7 +85,7 @@ pub use event::{
 pub use filter::{FilterError, TypeFilter, MAX_PATTERNS};
 pub use handshake::{
     decide, ConnParams, Decision, HandshakeRequest, OriginPolicy, Refusal, Rejection,
-    MAX_ANCHOR_LEN, OVERLOAD_RETRY_AFTER,
+    OVERLOAD_RETRY_AFTER,
 };
 pub use hub::{DisconnectCause, Hub, Input, Output, PublishError, Violation};
 pub use message::{encode_client_message, parse_client_message, ClientMessage, ParseError};

@@ -100,6 +100,11 @@ impl Client {
         self.frames.iter().filter(move |f| f.event_type == name)
     }
 
+    /// The types of every received frame, in order.
+    pub fn types(&self) -> Vec<&str> {
+        self.frames.iter().map(|f| f.event_type.as_str()).collect()
+    }
+
     /// The seqs of received events (not heartbeats), in order.
     pub fn event_seqs(&self) -> Vec<u64> {
         self.stream()

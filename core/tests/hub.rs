@@ -90,11 +90,7 @@ fn a_client_gets_only_events_published_after_it_registered() {
     sim.publish("before", None);
     let conn = sim.connect("");
     sim.publish("after", None);
-    let types: Vec<_> = sim.clients[&conn]
-        .frames
-        .iter()
-        .map(|f| f.event_type.as_str())
-        .collect();
+    let types = sim.clients[&conn].types();
     assert_eq!(types, ["after"]);
 }
 
@@ -142,11 +138,7 @@ fn ping_gets_pong_pong_is_silent_and_bad_messages_get_errors() {
     sim.send_text(conn, "{not json");
     sim.send_text(conn, r#"{"type":"dance"}"#);
     let client = &sim.clients[&conn];
-    let types: Vec<_> = client
-        .frames
-        .iter()
-        .map(|f| f.event_type.as_str())
-        .collect();
+    let types = client.types();
     assert_eq!(types, ["pong", "error", "error"]);
     assert_eq!(client.frames[1].payload["code"], "bad_message");
     assert_eq!(client.frames[2].payload["code"], "unknown_type");
@@ -523,11 +515,7 @@ fn shutdown_sends_health_status_then_1001_and_aborts_at_the_grace_deadline() {
     sim.drain();
     for conn in [polite, stuck] {
         let client = &sim.clients[&conn];
-        let types: Vec<_> = client
-            .frames
-            .iter()
-            .map(|f| f.event_type.as_str())
-            .collect();
+        let types = client.types();
         assert_eq!(types, ["last_words", "health_status"]);
         assert_eq!(client.frames[1].payload, json!({"status": "shutting_down"}));
         assert_eq!(close_code(&sim, conn), Some(1001));
