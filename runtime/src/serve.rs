@@ -28,8 +28,10 @@ pub const WS_PATH: &str = "/ws";
 pub const READ_BUFFER_SIZE: usize = 4 << 10;
 
 /// How much tungstenite collects before writing to the socket. The writer flushes after each
-/// batch anyway; this only merges small frames into fewer writes.
-pub const WRITE_BUFFER_SIZE: usize = 4 << 10;
+/// batch anyway; this merges frames into fewer writes. 16 KiB took the shared harness's
+/// `slow` scenario (4 KiB events) from 271k to 405k deliveries/s against 4 KiB, and costs
+/// nothing while a connection is idle: the buffer grows only when frames are written.
+pub const WRITE_BUFFER_SIZE: usize = 16 << 10;
 
 /// The smallest frame that tungstenite's write buffer always takes whole. The core lets one
 /// frame of any size into an empty send queue, and the publish API takes bodies up to 1 MiB.
