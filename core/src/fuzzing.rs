@@ -16,7 +16,7 @@
 //!
 //! The core never reads a clock, and neither does this module: the harnesses that build a
 //! hub take the instant it starts at as their second argument, and the fuzz targets pass
-//! `Instant::now()`. Which instant it is does not matter: the hub only ever looks at offsets
+//! the current time. Which instant it is does not matter: the hub only ever looks at offsets
 //! from it, so every run of the same bytes is the same run.
 //!
 //! # Input formats
