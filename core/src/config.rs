@@ -21,6 +21,7 @@ pub struct HubConfig {
     send_queue_bytes: usize,
     close_timeout: Duration,
     shutdown_grace: Duration,
+    handshake_timeout: Duration,
     allowed_origins: OriginPolicy,
     token: Option<String>,
 }
@@ -41,6 +42,7 @@ impl Default for HubConfig {
             send_queue_bytes: 1 << 20,
             close_timeout: Duration::from_secs(5),
             shutdown_grace: Duration::from_secs(5),
+            handshake_timeout: Duration::from_secs(10),
             allowed_origins: OriginPolicy::Own,
             token: None,
         }
@@ -90,6 +92,11 @@ accessors! {
     close_timeout: Duration;
     /// How long shutdown waits for clients to take their last frames (default 5 s).
     shutdown_grace: Duration;
+    /// How long a client may take, from the moment its connection is accepted, to send its
+    /// HTTP request head (and, on the standalone accept loop, to finish the whole WebSocket
+    /// handshake); slower connections are dropped (default 10 s). Bounds what a client that
+    /// connects and then dribbles or withholds its request (slowloris) can hold.
+    handshake_timeout: Duration;
 }
 
 impl HubConfig {
@@ -136,6 +143,7 @@ impl HubConfigBuilder {
         let positive = [
             ("heartbeat_interval", c.heartbeat_interval.is_zero()),
             ("replay_ttl", c.replay_ttl.is_zero()),
+            ("handshake_timeout", c.handshake_timeout.is_zero()),
             ("max_connections", c.max_connections == 0),
             ("max_client_message", c.max_client_message == 0),
             ("client_rate", c.client_rate == 0),
@@ -202,6 +210,7 @@ mod tests {
             (256, 1 << 20)
         );
         assert_eq!(c.shutdown_grace(), Duration::from_secs(5));
+        assert_eq!(c.handshake_timeout(), Duration::from_secs(10));
         assert_eq!(c.allowed_origins(), &OriginPolicy::Own);
     }
 
@@ -209,6 +218,11 @@ mod tests {
     fn impossible_settings_are_refused() {
         let err = HubConfig::builder().client_rate(0).build().unwrap_err();
         assert_eq!(err, ConfigError::Zero("client_rate"));
+        let err = HubConfig::builder()
+            .handshake_timeout(Duration::ZERO)
+            .build()
+            .unwrap_err();
+        assert_eq!(err, ConfigError::Zero("handshake_timeout"));
         let err = HubConfig::builder()
             .heartbeat_interval(Duration::from_secs(10))
             .liveness_timeout(Duration::from_secs(10))

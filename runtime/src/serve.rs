@@ -164,7 +164,8 @@ fn is_per_connection(e: &io::Error) -> bool {
 /// Serves one accepted byte stream: the HTTP handshake through async-tungstenite's
 /// `accept_hdr` callback, which applies the hub's decision ([`HubHandle::admit`]): an HTTP
 /// refusal (403, 503, and 404 for a path other than [`WS_PATH`]) before upgrading, a close
-/// frame (4400, 4401) right after it, or the connection until it ends.
+/// frame (4400, 4401) right after it, or the connection until it ends. A handshake that
+/// takes longer than the hub's `handshake_timeout` is abandoned and the stream dropped.
 #[allow(clippy::result_large_err)] // the callback's error type is tungstenite's
 pub async fn serve_stream_on<R, S>(runtime: &R, hub: &HubHandle, stream: S, local_port: Option<u16>)
 where
@@ -197,9 +198,26 @@ where
             }
         };
         let config = websocket_config(hub.config());
-        let handshake =
-            async_tungstenite::accept_hdr_async_with_config(stream, callback, Some(config));
-        let ws = match handshake.await {
+        // A client that connects and then sends its request head slowly, or never, must not
+        // hold the socket and this task forever (slowloris): the whole handshake gets
+        // `handshake_timeout`. The inner block ends the borrow of `admission` by the callback.
+        let handshaken = {
+            let handshake = std::pin::pin!(async_tungstenite::accept_hdr_async_with_config(
+                stream,
+                callback,
+                Some(config)
+            ));
+            let timeout = hub.config().handshake_timeout();
+            let deadline = std::pin::pin!(runtime.sleep_until(runtime.now() + timeout));
+            match select(handshake, deadline).await {
+                Either::Left((handshaken, _)) => handshaken,
+                Either::Right(_) => {
+                    tracing::debug!(?timeout, "handshake timed out; connection dropped");
+                    return None;
+                }
+            }
+        };
+        let ws = match handshaken {
             Ok(ws) => ws,
             Err(e) => {
                 tracing::debug!(error = %e, "handshake failed or refused");

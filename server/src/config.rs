@@ -130,6 +130,11 @@ pub struct Settings {
     #[arg(long, env = "FERRET_WS_ALLOW_INSECURE_BIND", action = ArgAction::SetTrue, value_parser = BoolishValueParser::new())]
     pub allow_insecure_bind: bool,
 
+    /// How long a client may take to send an HTTP request head (including the /ws
+    /// handshake request) after connecting or between requests; slower connections are closed.
+    #[arg(long, env = "FERRET_WS_HANDSHAKE_TIMEOUT", value_name = "DUR", default_value = "10s", value_parser = parse_duration)]
+    pub handshake_timeout: Duration,
+
     /// On SIGTERM or SIGINT: how long clients get to take their last event and close; the
     /// process exits within it.
     #[arg(long, env = "FERRET_WS_SHUTDOWN_GRACE", value_name = "DUR", default_value = "5s", value_parser = parse_duration)]
@@ -202,6 +207,7 @@ impl Settings {
             .send_queue_frames(self.send_queue_frames)
             .send_queue_bytes(self.send_queue_bytes)
             .shutdown_grace(self.shutdown_grace)
+            .handshake_timeout(self.handshake_timeout)
             .allowed_origins(origins)
             .token(self.token.clone())
             .build()
@@ -299,8 +305,10 @@ mod tests {
         assert!(s.allowed_origins.is_empty() && s.token.is_none() && s.scan_roots.is_empty());
         assert!(!s.allow_insecure_bind);
         assert_eq!(s.shutdown_grace, Duration::from_secs(5));
+        assert_eq!(s.handshake_timeout, Duration::from_secs(10));
         let config = s.hub_config().unwrap();
         assert_eq!(config.allowed_origins(), &OriginPolicy::Own);
+        assert_eq!(config.handshake_timeout(), Duration::from_secs(10));
     }
 
     #[test]
@@ -378,6 +386,17 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("--client-rate"), "{err}");
+        let err = parse(&["--handshake-timeout", "0s"])
+            .unwrap()
+            .hub_config()
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("--handshake-timeout"), "{err}");
+        let short = parse(&["--handshake-timeout", "300ms"]).unwrap();
+        assert_eq!(
+            short.hub_config().unwrap().handshake_timeout(),
+            Duration::from_millis(300)
+        );
     }
 
     #[test]

@@ -19,10 +19,10 @@ use tokio::net::{TcpListener, TcpStream};
 use crate::app::AppState;
 use crate::errors::ApiError;
 use crate::hub::{serve_upgraded, Admission, HandshakeFields};
-use crate::serve::NoDelay;
 
-/// The addresses of an accepted TCP connection, attached to each of its requests when the
-/// router is served with `into_make_service_with_connect_info::<ConnInfo>()`.
+/// The addresses of an accepted TCP connection, attached to each of its requests by
+/// [`crate::serve`], or when an embedder serves the router with
+/// `into_make_service_with_connect_info::<ConnInfo>()`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ConnInfo {
     /// Our side: its port is the one the default Origin policy allows.
@@ -37,14 +37,8 @@ impl Connected<IncomingStream<'_, TcpListener>> for ConnInfo {
     }
 }
 
-impl Connected<IncomingStream<'_, NoDelay>> for ConnInfo {
-    fn connect_info(stream: IncomingStream<'_, NoDelay>) -> ConnInfo {
-        ConnInfo::of(stream.io(), *stream.remote_addr())
-    }
-}
-
 impl ConnInfo {
-    fn of(tcp: &TcpStream, remote: SocketAddr) -> ConnInfo {
+    pub(crate) fn of(tcp: &TcpStream, remote: SocketAddr) -> ConnInfo {
         ConnInfo {
             local: tcp.local_addr().ok(),
             remote,

@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use common::{http, Ws, WAIT};
+use common::{http, raw_until_closed, Ws, WAIT};
 use serde_json::{json, Value};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
 use tokio::process::{Child, Command};
@@ -309,6 +309,7 @@ async fn help_documents_every_flag_and_default() {
         ("--scan-root", None),
         ("--allow-insecure-bind", None),
         ("--shutdown-grace", Some("5s")),
+        ("--handshake-timeout", Some("10s")),
     ] {
         let start = help
             .find(&format!("{flag} "))
@@ -386,6 +387,21 @@ async fn every_response_of_the_binary_is_json_with_a_correlation_id() {
         assert!(!answer.correlation_id().is_empty());
         let _: Value = answer.json();
     }
+    server.signal("TERM");
+    assert_eq!(server.wait().await.0, Some(0));
+}
+
+#[tokio::test]
+async fn handshake_timeout_closes_a_connection_that_never_finishes_its_request() {
+    let server = Process::start(&["--handshake-timeout", "300ms"], &[]).await;
+    let (answer, closed_after) =
+        raw_until_closed(server.addr, b"GET /health/live HTTP/1.1\r\nHost: x\r\n").await;
+    assert!(
+        (Duration::from_millis(300)..Duration::from_secs(5)).contains(&closed_after),
+        "closed after {closed_after:?}"
+    );
+    assert!(!answer.contains(" 200 "), "{answer}");
+    assert_eq!(server.get("/health/live").await.status, 200);
     server.signal("TERM");
     assert_eq!(server.wait().await.0, Some(0));
 }

@@ -6,7 +6,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{eventually, sample, test_config, Server, Ws};
+use common::{eventually, raw_until_closed, sample, test_config, Server, Ws};
 use serde_json::{json, Value};
 
 /// Checks the envelope of a stream event and returns its payload.
@@ -389,4 +389,46 @@ async fn readiness_turns_503_and_publishing_stops_during_shutdown() {
         (publish.status, publish.error_code().as_str()),
         (503, "shutting_down")
     );
+}
+
+/// `axum::serve` (no hyper timer) would keep both raw connections below open forever: one
+/// never finishes its request head, the other stays idle after a kept-alive request. Both
+/// are closed once `handshake_timeout` has passed; requests and WebSocket clients still work,
+/// and a WebSocket connection stays past the timeout.
+#[tokio::test]
+async fn slow_or_idle_request_heads_are_closed_after_the_handshake_timeout() {
+    let timeout = Duration::from_millis(300);
+    let mut server = Server::start(test_config().handshake_timeout(timeout), |app| app).await;
+    let bound = timeout..Duration::from_secs(5);
+
+    let (answer, closed_after) =
+        raw_until_closed(server.addr, b"GET /health/live HTTP/1.1\r\nHost: x\r\n").await;
+    assert!(
+        bound.contains(&closed_after),
+        "closed after {closed_after:?}"
+    );
+    assert!(!answer.contains(" 200 "), "{answer}");
+
+    let (answer, closed_after) =
+        raw_until_closed(server.addr, b"GET /health/live HTTP/1.1\r\nHost: x\r\n\r\n").await;
+    assert!(answer.starts_with("HTTP/1.1 200 "), "{answer}");
+    assert!(
+        bound.contains(&closed_after),
+        "closed after {closed_after:?}"
+    );
+
+    assert_eq!(server.get("/health/live").await.status, 200);
+    let mut ws = server.live_ws("").await;
+    tokio::time::sleep(timeout * 2).await; // lets the timeout pass; nothing to wait for
+    let published = server
+        .post_json(
+            "/api/v1/events",
+            &json!({"type": "still.here", "payload": {}}),
+            &[],
+        )
+        .await;
+    assert_eq!(published.status, 202);
+    assert_eq!(ws.event_of_type("still.here").await["type"], "still.here");
+    ws.close().await;
+    server.stop().await;
 }

@@ -12,6 +12,7 @@ use ferret_ws_runtime::tungstenite::protocol::frame::Frame;
 use ferret_ws_runtime::tungstenite::{self, Message};
 use ferret_ws_runtime::HubHandle;
 use futures::future::{join, join_all};
+use futures::io::{AsyncReadExt, AsyncWriteExt};
 use serde_json::{json, Value};
 
 use crate::{config, seq_of, Client, Ctx, RawFrame, Received, PATIENCE};
@@ -896,4 +897,42 @@ pub async fn graceful_shutdown(h: Ctx) {
     assert_eq!(frames.last(), Some(&RawFrame::Close(1001)));
     let codes: BTreeSet<u16> = server.hub.metrics().await.closes.keys().copied().collect();
     assert!(codes.contains(&1001), "{codes:?}");
+}
+
+/// A client that connects and never finishes its request head (slowloris) is dropped once
+/// `handshake_timeout` has passed, without an answer and without ever reaching the hub; a
+/// client that completes its handshake in time is served, also past that timeout.
+pub async fn unfinished_handshake_dropped(h: Ctx) {
+    let timeout = Duration::from_millis(300);
+    let server = h
+        .server(config().handshake_timeout(timeout).build().unwrap())
+        .await;
+    let started = Instant::now(); // before the server can have accepted it
+    let mut socket = h.tcp(server.addr).await.expect("connect");
+    socket
+        .write_all(b"GET /ws HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .expect("send part of a request head");
+    let mut answer = Vec::new();
+    // EOF or a reset: either way the server has let go of it.
+    let _ = h
+        .within(
+            PATIENCE,
+            "the server drops the connection",
+            socket.read_to_end(&mut answer),
+        )
+        .await;
+    let dropped_after = started.elapsed();
+    assert!(answer.is_empty(), "{:?}", String::from_utf8_lossy(&answer));
+    assert!(dropped_after >= timeout, "dropped early: {dropped_after:?}");
+    assert!(
+        dropped_after < Duration::from_secs(5),
+        "dropped late: {dropped_after:?}"
+    );
+    assert_eq!(connections(&server.hub).await, 0);
+
+    let mut client = connect_synced(&h, &server, "").await;
+    h.sleep(timeout * 2).await; // the timeout is over; the connection stays
+    let id = publish(&server.hub, "project_created", json!({})).await;
+    assert_eq!(client.next_json().await["event_id"], id.to_string());
 }

@@ -39,6 +39,7 @@ macro_rules! full_suite {
                 bad_input,
                 over_capacity_503,
                 graceful_shutdown,
+                unfinished_handshake_dropped,
             ]
         );
     };

@@ -376,3 +376,29 @@ where
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+/// Sends `bytes` on a fresh raw connection and reads until the server closes it; returns
+/// what it sent back and how long after connecting it closed. Panics after [`WAIT`].
+pub async fn raw_until_closed(addr: SocketAddr, bytes: &[u8]) -> (String, Duration) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let started = Instant::now();
+    let mut tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    tcp.write_all(bytes).await.expect("send");
+    let mut answer = Vec::new();
+    let mut chunk = [0u8; 4096];
+    let reading = async {
+        loop {
+            match tcp.read(&mut chunk).await {
+                Ok(0) | Err(_) => break, // EOF or a reset: closed either way
+                Ok(n) => answer.extend_from_slice(&chunk[..n]),
+            }
+        }
+    };
+    tokio::time::timeout(WAIT, reading)
+        .await
+        .expect("the server closes the connection in time");
+    (
+        String::from_utf8_lossy(&answer).into_owned(),
+        started.elapsed(),
+    )
+}
