@@ -47,8 +47,8 @@ pub use async_tungstenite::tungstenite;
 pub use handle::{Admission, HubHandle, Ticket};
 pub use hub_task::start_on;
 pub use serve::{
-    serve_incoming_on, serve_stream_on, serve_upgraded_on, websocket_config, HandshakeFields,
-    READ_BUFFER_SIZE, WRITE_BUFFER_SIZE, WS_PATH,
+    is_per_connection, serve_incoming_on, serve_stream_on, serve_upgraded_on, websocket_config,
+    HandshakeFields, ACCEPT_ERROR_PAUSE, READ_BUFFER_SIZE, WRITE_BUFFER_SIZE, WS_PATH,
 };
 
 /// What a runtime adapter provides: the only things in which async runtimes truly differ

@@ -37,9 +37,9 @@ pub const WRITE_BUFFER_SIZE: usize = 16 << 10;
 /// frame of any size into an empty send queue, and the publish API takes bodies up to 1 MiB.
 const MIN_LARGEST_FRAME: usize = 2 << 20;
 
-/// A pause after an accept error that is not about one connection (such as running out of
-/// file descriptors), so that the loop does not spin while the condition lasts.
-const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(100);
+/// How long an accept loop pauses after an accept error that is not about one connection (such
+/// as running out of file descriptors), so that it does not spin while the condition lasts.
+pub const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(100);
 
 /// The tungstenite settings for a hub's connections: small buffers for small JSON frames, a
 /// finite write buffer, and, as defence in depth, the client message limit of `config`.
@@ -150,7 +150,9 @@ where
     }
 }
 
-fn is_per_connection(e: &io::Error) -> bool {
+/// Whether an accept error concerns only the connection being accepted (the loop goes on at
+/// once), rather than the listener or the process (the loop pauses [`ACCEPT_ERROR_PAUSE`]).
+pub fn is_per_connection(e: &io::Error) -> bool {
     matches!(
         e.kind(),
         io::ErrorKind::ConnectionAborted

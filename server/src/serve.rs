@@ -25,10 +25,7 @@ use tower::ServiceExt;
 
 use crate::app::App;
 use crate::ws::ConnInfo;
-
-/// A pause after an accept error that is not about one connection (such as running out of
-/// file descriptors), so that the loop does not spin while the condition lasts.
-const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(100);
+use ferret_ws_tokio::{is_per_connection, ACCEPT_ERROR_PAUSE};
 
 /// Serves `app` on `listener` until `shutdown` resolves, then shuts down as described in the
 /// module docs. Returns an error only if the server stopped by itself.
@@ -154,17 +151,6 @@ fn serve_connection(
         // `closing` is dropped only now: the accept loop waits for every receiver.
         drop(closing);
     });
-}
-
-fn is_per_connection(e: &io::Error) -> bool {
-    matches!(
-        e.kind(),
-        io::ErrorKind::ConnectionAborted
-            | io::ErrorKind::ConnectionReset
-            | io::ErrorKind::ConnectionRefused
-            | io::ErrorKind::Interrupted
-            | io::ErrorKind::WouldBlock
-    )
 }
 
 /// Resolves at the first SIGTERM or SIGINT (Ctrl-C). The handlers are installed when this is
