@@ -1,4 +1,5 @@
-//! Hot paths of the hub: publishing to many connections, and parsing client messages.
+//! Hot paths of the hub: publishing (sequencing, then delivery) to many connections, and
+//! parsing client messages.
 
 // The simulated clock needs one arbitrary origin; only offsets from it are ever compared.
 #![allow(clippy::disallowed_methods)]
@@ -7,10 +8,12 @@ use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use ferret_ws_core::{parse_client_message, ConnParams, Epoch, Event, EventType, Hub, HubConfig};
+use ferret_ws_core::{
+    parse_client_message, ConnParams, Epoch, Event, EventType, Hub, HubConfig, Sequencer,
+};
 use serde_json::json;
 
-fn hub_with(connections: usize) -> (Hub, Instant) {
+fn hub_with(connections: usize) -> (Sequencer, Hub, Instant) {
     let config = HubConfig::builder()
         .heartbeat_interval(Duration::from_secs(3600))
         .liveness_timeout(Duration::from_secs(7200))
@@ -21,11 +24,13 @@ fn hub_with(connections: usize) -> (Hub, Instant) {
         .build()
         .expect("valid");
     let now = Instant::now();
-    let mut hub = Hub::new(config, Epoch(1), now, time::OffsetDateTime::UNIX_EPOCH);
+    let wall = time::OffsetDateTime::UNIX_EPOCH;
+    let sequencer = Sequencer::new(&config, Epoch(1), now, wall);
+    let mut hub = Hub::new(config, Epoch(1), now, wall);
     for _ in 0..connections {
         hub.accept(now, ConnParams::default());
     }
-    (hub, now)
+    (sequencer, hub, now)
 }
 
 fn publish(c: &mut Criterion) {
@@ -34,7 +39,7 @@ fn publish(c: &mut Criterion) {
     let event_type = EventType::new("job_progress").expect("valid");
     let mut group = c.benchmark_group("publish");
     for connections in [1usize, 100, 10_000] {
-        let (mut hub, now) = hub_with(connections);
+        let (mut sequencer, mut hub, now) = hub_with(connections);
         group.throughput(Throughput::Elements(connections as u64));
         group.bench_with_input(
             BenchmarkId::from_parameter(connections),
@@ -44,7 +49,7 @@ fn publish(c: &mut Criterion) {
                     let event = Event::new(event_type.clone())
                         .with_payload(payload.clone())
                         .with_correlation_id("req-1");
-                    hub.publish(now, event).expect("publish");
+                    let _ = hub.deliver(now, sequencer.sequence(now, event));
                     while let Some(output) = hub.poll_output() {
                         black_box(output);
                     }

@@ -4,7 +4,8 @@
 use std::time::{Duration, Instant};
 
 use ferret_ws_core::{
-    decide, Decision, Epoch, Event, EventType, HandshakeRequest, Hub, HubConfig, Output,
+    Admission, Admit, Epoch, Event, EventType, HandshakeRequest, Hub, HubConfig, Output,
+    Sequencer,
 };
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -13,22 +14,27 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .build()?;
     #[allow(clippy::disallowed_methods)] // the adapter reads the clock, never the hub
     let start = Instant::now();
-    let wall = time::OffsetDateTime::UNIX_EPOCH; // likewise the wall clock, once, at start
-    let mut hub = Hub::new(config.clone(), Epoch(0x1234_abcd), start, wall);
+    let wall = time::OffsetDateTime::UNIX_EPOCH; // likewise the wall clock
+    let epoch = Epoch(0x1234_abcd); // random at every start of a real hub
+    let mut sequencer = Sequencer::new(&config, epoch, start, wall);
+    let mut hub = Hub::new(config.clone(), epoch, start, wall);
+    let mut admission = Admission::new(&config);
 
-    // A browser connects with a type filter.
+    // A browser connects with a type filter; it is registered before the 101 is sent.
     let request = HandshakeRequest {
         query: Some("types=project_*"),
         ..Default::default()
     };
-    let Decision::Accept(params) = decide(&config, &request, true) else {
+    let Admit::Accept(params, slot) = admission.admit(&request) else {
         unreachable!("a plain request is accepted")
     };
     let conn = hub.accept(start, params);
 
-    // The app publishes; the hub encodes once and addresses each matching connection.
-    let id = hub.publish(start, Event::new(EventType::new("project_created")?))?;
-    assert_eq!(id.to_string(), "1234abcd-1");
+    // The app publishes: the sequencer gives the event its id and encodes it once, and the
+    // hub addresses each matching connection with the same bytes.
+    let event = sequencer.sequence(start, Event::new(EventType::new("project_created")?));
+    assert_eq!(event.id().to_string(), "1234abcd-1");
+    let _ = hub.deliver(start, event);
     match hub.poll_output() {
         Some(Output::Send { conn: to, frame }) => {
             assert_eq!(to, conn);
@@ -39,13 +45,22 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     assert_eq!(hub.poll_output(), None);
 
-    // Time passes: at the deadline the hub sends the heartbeat and a ping.
+    // Time passes: at the deadline the hub sends the heartbeat, naming the newest event, and
+    // a ping.
     let due = hub
         .poll_timeout()
         .expect("the heartbeat is always scheduled");
     assert_eq!(due, start + Duration::from_secs(30));
     hub.handle_timeout(due);
-    assert!(matches!(hub.poll_output(), Some(Output::Send { .. })));
+    match hub.poll_output() {
+        Some(Output::Send { frame, .. }) => {
+            assert!(frame.ends_with(br#""event_id":"1234abcd-1"}"#));
+        }
+        other => panic!("unexpected {other:?}"),
+    }
     assert_eq!(hub.poll_output(), Some(Output::Ping { conn }));
+
+    // The socket is gone: the slot comes back.
+    admission.release(slot);
     Ok(())
 }

@@ -47,6 +47,61 @@ impl CloseCode {
     }
 }
 
+/// Why the hub closes a connection: the one table of close codes and the reasons sent with
+/// them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[non_exhaustive]
+pub enum CloseCause {
+    /// The server is shutting down (1001).
+    ShuttingDown,
+    /// A breach of RFC 6455 found by the WebSocket layer (1002).
+    Protocol,
+    /// A binary message (1003).
+    Binary,
+    /// A text message that is not UTF-8 (1007).
+    InvalidUtf8,
+    /// A message over `max_client_message` (1009).
+    TooLarge,
+    /// The send queue passed its limit, or the global queue budget its own (4008).
+    SlowConsumer,
+    /// No sign of life within `liveness_timeout` (4408).
+    Liveness,
+    /// Messages faster than `client_rate` allows (4429).
+    RateLimited,
+}
+
+impl CloseCause {
+    /// The code and the reason sent in the close frame.
+    pub fn frame(self) -> (CloseCode, &'static str) {
+        match self {
+            CloseCause::ShuttingDown => (CloseCode::GOING_AWAY, "server shutting down"),
+            CloseCause::Protocol => (CloseCode::PROTOCOL_ERROR, "WebSocket protocol error"),
+            CloseCause::Binary => (
+                CloseCode::UNSUPPORTED_DATA,
+                "binary frames are not accepted",
+            ),
+            CloseCause::InvalidUtf8 => (CloseCode::INVALID_PAYLOAD, "invalid UTF-8"),
+            CloseCause::TooLarge => (CloseCode::MESSAGE_TOO_BIG, "message too large"),
+            CloseCause::SlowConsumer => (
+                CloseCode::SLOW_CONSUMER,
+                "slow consumer: reconnect with last_event_id",
+            ),
+            CloseCause::Liveness => (CloseCode::LIVENESS_TIMEOUT, "liveness timeout"),
+            CloseCause::RateLimited => (CloseCode::RATE_LIMITED, "too many messages"),
+        }
+    }
+
+    /// The close code.
+    pub fn code(self) -> CloseCode {
+        self.frame().0
+    }
+
+    /// The reason, at most [`MAX_CLOSE_REASON`] bytes.
+    pub fn reason(self) -> &'static str {
+        self.frame().1
+    }
+}
+
 impl fmt::Display for CloseCode {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         self.0.fmt(f)
@@ -89,6 +144,24 @@ mod tests {
             CloseCode::RATE_LIMITED,
         ] {
             assert!(code.is_sendable(), "{code}");
+        }
+    }
+
+    #[test]
+    fn every_cause_has_a_sendable_code_and_a_short_reason() {
+        use CloseCause::*;
+        for cause in [
+            ShuttingDown,
+            Protocol,
+            Binary,
+            InvalidUtf8,
+            TooLarge,
+            SlowConsumer,
+            Liveness,
+            RateLimited,
+        ] {
+            assert!(cause.code().is_sendable(), "{cause:?}");
+            assert!(cause.reason().len() <= MAX_CLOSE_REASON, "{cause:?}");
         }
     }
 

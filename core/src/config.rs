@@ -22,6 +22,8 @@ pub struct HubConfig {
     close_timeout: Duration,
     shutdown_grace: Duration,
     handshake_timeout: Duration,
+    max_idempotency_keys: usize,
+    max_connections_per_ip: Option<usize>,
     allowed_origins: OriginPolicy,
     token: Option<String>,
 }
@@ -43,6 +45,8 @@ impl Default for HubConfig {
             close_timeout: Duration::from_secs(5),
             shutdown_grace: Duration::from_secs(5),
             handshake_timeout: Duration::from_secs(10),
+            max_idempotency_keys: 65_536,
+            max_connections_per_ip: None,
             allowed_origins: OriginPolicy::Own,
             token: None,
         }
@@ -97,6 +101,12 @@ accessors! {
     /// handshake); slower connections are dropped (default 10 s). Bounds what a client that
     /// connects and then dribbles or withholds its request (slowloris) can hold.
     handshake_timeout: Duration;
+    /// How many `Idempotency-Key`s the sequencer remembers at most (each for `replay_ttl`);
+    /// past it the oldest is forgotten first (default 65 536; 0 turns the dedupe off).
+    max_idempotency_keys: usize;
+    /// The most open connections from one IP address; more are refused with HTTP 429 and
+    /// `Retry-After` (default: no limit).
+    max_connections_per_ip: Option<usize>;
 }
 
 impl HubConfig {
@@ -145,6 +155,10 @@ impl HubConfigBuilder {
             ("replay_ttl", c.replay_ttl.is_zero()),
             ("handshake_timeout", c.handshake_timeout.is_zero()),
             ("max_connections", c.max_connections == 0),
+            (
+                "max_connections_per_ip",
+                c.max_connections_per_ip == Some(0),
+            ),
             ("max_client_message", c.max_client_message == 0),
             ("client_rate", c.client_rate == 0),
             ("client_burst", c.client_burst == 0),

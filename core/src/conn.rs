@@ -1,10 +1,11 @@
-//! Per-connection state: filter, liveness, send-queue accounting, replay progress, rate limit.
+//! Per-connection state: filter, liveness, send queue, replay progress, rate limit.
 
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
-use crate::event::{Seq, SequencedEvent};
+use crate::backpressure::SendQueue;
+use crate::event::{EventId, Seq};
 use crate::filter::TypeFilter;
 
 /// A connection's id: assigned by [`crate::Hub::accept`] in increasing order, never reused.
@@ -19,17 +20,16 @@ impl std::fmt::Display for ConnId {
 
 pub(crate) struct Conn {
     pub(crate) filter: TypeFilter,
-    /// The client identity from the handshake, kept for the host's logs and targeting.
-    pub(crate) subscribe_token: Option<Box<str>>,
     /// The last frame of any kind from the client (the handshake counts).
     pub(crate) last_life: Instant,
     /// Set once a close was decided: after it the connection gets no more frames, its input
     /// is ignored, and at this deadline the socket is aborted.
     pub(crate) closing: Option<Instant>,
-    /// Frames handed to the adapter and not yet reported flushed (pings included).
-    pub(crate) queued_frames: usize,
-    /// Bytes of those frames.
-    pub(crate) queued_bytes: usize,
+    /// What the adapter holds for it, unwritten.
+    pub(crate) queue: SendQueue,
+    /// The id of the last stream frame queued to it (events, heartbeats): where an in-band
+    /// `resync_required` says it stopped.
+    pub(crate) last_sent: Option<EventId>,
     /// Present while the connection replays from the buffer; live events wait in the buffer
     /// until it catches up, so replay and live never interleave.
     pub(crate) catch_up: Option<CatchUp>,
@@ -38,21 +38,21 @@ pub(crate) struct Conn {
 
 /// Replay progress of a connection that is catching up.
 pub(crate) struct CatchUp {
-    /// The last stream position delivered or skipped by the filter.
+    /// The last event delivered or skipped by the filter.
     pub(crate) cursor: Seq,
-    /// A heartbeat that ticked while catching up; sent once the replay reaches its position.
-    pub(crate) heartbeat: Option<SequencedEvent>,
+    /// A heartbeat that ticked while catching up, with the seq it names: sent once the
+    /// replay has reached that event, so that it never names one still to come.
+    pub(crate) heartbeat: Option<(Seq, Bytes)>,
 }
 
 impl Conn {
-    pub(crate) fn new(now: Instant, filter: TypeFilter, subscribe_token: Option<Box<str>>) -> Conn {
+    pub(crate) fn new(now: Instant, filter: TypeFilter) -> Conn {
         Conn {
             filter,
-            subscribe_token,
             last_life: now,
             closing: None,
-            queued_frames: 0,
-            queued_bytes: 0,
+            queue: SendQueue::default(),
+            last_sent: None,
             catch_up: None,
             rate: RateLimiter { next_free: now },
         }
@@ -60,23 +60,6 @@ impl Conn {
 
     pub(crate) fn is_open(&self) -> bool {
         self.closing.is_none()
-    }
-
-    /// Whether a frame of `len` bytes fits the send queue. One frame always fits an empty
-    /// queue, so an event larger than the byte limit still reaches an idle client.
-    pub(crate) fn has_room(&self, len: usize, max_frames: usize, max_bytes: usize) -> bool {
-        self.queued_frames < max_frames
-            && (self.queued_frames == 0 || self.queued_bytes + len <= max_bytes)
-    }
-
-    pub(crate) fn count_queued(&mut self, frame: &Bytes) {
-        self.queued_frames += 1;
-        self.queued_bytes += frame.len();
-    }
-
-    pub(crate) fn count_flushed(&mut self, frames: usize, bytes: usize) {
-        self.queued_frames = self.queued_frames.saturating_sub(frames);
-        self.queued_bytes = self.queued_bytes.saturating_sub(bytes);
     }
 }
 

@@ -34,12 +34,19 @@ pub mod types {
     /// Control: the client's anchor cannot be resumed without a gap (reserved).
     pub const RESYNC_REQUIRED: &str = "resync_required";
 
-    /// Names only the hub may send: the heartbeat and the control types.
-    pub const RESERVED: [&str; 5] = [HEARTBEAT, PONG, SUBSCRIBED, ERROR, RESYNC_REQUIRED];
+    /// Names only the hub may send: the heartbeat, server health and the control types.
+    pub const RESERVED: [&str; 6] = [
+        HEARTBEAT,
+        HEALTH_STATUS,
+        PONG,
+        SUBSCRIBED,
+        ERROR,
+        RESYNC_REQUIRED,
+    ];
 
     /// Whether a frame of this type passes every type filter.
     pub fn always_delivered(name: &str) -> bool {
-        name == HEALTH_STATUS || RESERVED.contains(&name)
+        RESERVED.contains(&name)
     }
 }
 
@@ -63,7 +70,8 @@ pub struct EventType(Box<str>);
 impl EventType {
     /// Validates `name` as an event type that applications may publish.
     ///
-    /// Fails for a malformed name and for a reserved one (`heartbeat` and the control types).
+    /// Fails for a malformed name and for a reserved one (`heartbeat`, `health_status` and the
+    /// control types).
     pub fn new(name: &str) -> Result<EventType, EventTypeError> {
         if !is_valid_type_name(name) {
             return Err(EventTypeError::Invalid);
@@ -98,7 +106,8 @@ impl fmt::Display for EventType {
 pub enum EventTypeError {
     /// The name does not match `^[a-z][a-z0-9_.]{0,63}$`. Answer with 422.
     Invalid,
-    /// The name is `heartbeat` or a control type, which only the hub sends. Answer with 422.
+    /// The name is `heartbeat`, `health_status` or a control type, which only the hub sends.
+    /// Answer with 422.
     Reserved,
 }
 
@@ -123,7 +132,8 @@ impl fmt::Display for Epoch {
     }
 }
 
-/// A position in the stream of one epoch; the first frame is 1.
+/// A position in the stream of one epoch: the first event is 1, and `Seq(0)` stands for "before
+/// the first event" (the head of an epoch that has none yet).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
 pub struct Seq(pub u64);
 
@@ -134,7 +144,8 @@ impl Seq {
     }
 }
 
-/// The id of a stream frame, `<epoch>-<seq>` on the wire.
+/// The id of a stream frame, `<epoch>-<seq>` on the wire. An event's id is its own; a
+/// heartbeat's names the newest event before it (`<epoch>-0` if none).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct EventId {
     /// The hub run that sequenced the frame.
@@ -144,23 +155,32 @@ pub struct EventId {
 }
 
 impl EventId {
-    /// Parses `^[0-9a-f]{8}-[1-9][0-9]*$`; `None` for anything else, including a seq that does
-    /// not fit 64 bits.
+    /// Parses `^[0-9a-f]{8}-(0|[1-9][0-9]*)$` exactly (no surrounding whitespace); `None`
+    /// for anything else, including a seq that does not fit 64 bits.
     pub fn parse(text: &str) -> Option<EventId> {
         let (epoch, seq) = text.split_once('-')?;
         let hex = |b: &u8| matches!(b, b'0'..=b'9' | b'a'..=b'f');
-        if epoch.len() != 8 || !epoch.as_bytes().iter().all(hex) {
-            return None;
-        }
-        if !seq.starts_with(|c: char| matches!(c, '1'..='9'))
-            || !seq.bytes().all(|b| b.is_ascii_digit())
-        {
+        if epoch.len() != 8 || !epoch.as_bytes().iter().all(hex) || !is_seq_digits(seq) {
             return None;
         }
         Some(EventId {
             epoch: Epoch(u32::from_str_radix(epoch, 16).ok()?),
             seq: Seq(seq.parse().ok()?),
         })
+    }
+}
+
+/// `0`, or digits without a leading zero.
+pub(crate) fn is_seq_digits(seq: &str) -> bool {
+    seq == "0"
+        || (seq.starts_with(|c: char| matches!(c, '1'..='9'))
+            && seq.bytes().all(|b| b.is_ascii_digit()))
+}
+
+impl EventId {
+    /// The head of an epoch before its first event: `<epoch>-0`.
+    pub fn start(epoch: Epoch) -> EventId {
+        EventId { epoch, seq: Seq(0) }
     }
 }
 
@@ -389,7 +409,10 @@ mod tests {
             EventType::new("resync_required"),
             Err(EventTypeError::Reserved)
         );
-        assert!(EventType::new("health_status").is_ok());
+        assert_eq!(
+            EventType::new("health_status"),
+            Err(EventTypeError::Reserved)
+        );
     }
 
     #[test]
@@ -400,12 +423,18 @@ mod tests {
         };
         assert_eq!(id.to_string(), "00abcdef-42");
         assert_eq!(EventId::parse("00abcdef-42"), Some(id));
+        assert_eq!(
+            EventId::parse("00abcdef-0"),
+            Some(EventId::start(Epoch(0x00ab_cdef)))
+        );
         for bad in [
             "",
             "00abcdef",
             "00abcdef-",
-            "00abcdef-0",
+            "00abcdef-00",
             "00abcdef-01",
+            " 00abcdef-1",
+            "00abcdef-1 ",
             "00ABCDEF-1",
             "0abcdef-1",
             "00abcdef-1a",

@@ -5,6 +5,7 @@
 //! contract: faults a browser must see become a close frame after accepting; Origin and
 //! overload are refused with an HTTP status before upgrading.
 
+use std::net::IpAddr;
 use std::time::Duration;
 
 use crate::close::{truncate_reason, CloseCode};
@@ -27,6 +28,8 @@ pub struct HandshakeRequest<'a> {
     pub origin: Option<&'a str>,
     /// The port the server listens on, for the default Origin allow-list (its own origins).
     pub local_port: Option<u16>,
+    /// The client's IP address, for the per-address connection cap.
+    pub peer: Option<IpAddr>,
 }
 
 /// Which browser origins may open `/ws`. A request without `Origin` (not a browser) is always
@@ -96,19 +99,31 @@ pub struct Rejection {
 pub struct ConnParams {
     /// The type filter (`types`).
     pub filter: TypeFilter,
-    /// The raw resume anchor (`last_event_id` query, else `Last-Event-ID`), if non-empty; the
-    /// hub validates it and answers a bad one with `resync_required` (`invalid`).
+    /// The raw resume anchor (`last_event_id` query, else `Last-Event-ID`), if non-empty, as
+    /// sent; the hub validates it and answers a bad one with `resync_required` (`invalid`).
     pub anchor: Option<Box<str>>,
     /// The client identity (`subscribe_token`): 32 lowercase hex characters.
     pub subscribe_token: Option<Box<str>>,
 }
 
-/// Decides a `/ws` request. `has_room` says whether a connection slot is free.
+/// Whether a connection slot is free for a handshake ([`crate::Admission`] knows).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Capacity {
+    /// A slot is free.
+    Free,
+    /// `max_connections` are open: 503 with `Retry-After`.
+    Full,
+    /// The client's address has `max_connections_per_ip` open: 429 with `Retry-After`.
+    PeerFull,
+}
+
+/// Decides a `/ws` request, given whether a connection slot is free.
 ///
-/// Checks, first failure wins: Origin (403), capacity (503), token (4401), `types` and
-/// `subscribe_token` (4400). A query parameter given twice is a 4400 as well, since its
-/// meaning would be ambiguous; unknown parameters are ignored.
-pub fn decide(config: &HubConfig, request: &HandshakeRequest<'_>, has_room: bool) -> Decision {
+/// Checks, first failure wins: Origin (403), capacity (503, or 429 for the client's address),
+/// token (4401), `types` and `subscribe_token` (4400). A query parameter given twice is a
+/// 4400 as well, since its meaning would be ambiguous; unknown parameters are ignored. Most
+/// callers go through [`crate::Admission::admit`], which also keeps the slots.
+pub fn decide(config: &HubConfig, request: &HandshakeRequest<'_>, capacity: Capacity) -> Decision {
     if let Some(origin) = request.origin {
         if !config.allowed_origins().allows(origin, request.local_port) {
             return Decision::Refuse(Refusal {
@@ -118,12 +133,22 @@ pub fn decide(config: &HubConfig, request: &HandshakeRequest<'_>, has_room: bool
             });
         }
     }
-    if !has_room {
-        return Decision::Refuse(Refusal {
-            status: 503,
-            reason: "connection limit reached".into(),
-            retry_after: Some(OVERLOAD_RETRY_AFTER),
-        });
+    match capacity {
+        Capacity::Free => {}
+        Capacity::Full => {
+            return Decision::Refuse(Refusal {
+                status: 503,
+                reason: "connection limit reached".into(),
+                retry_after: Some(OVERLOAD_RETRY_AFTER),
+            })
+        }
+        Capacity::PeerFull => {
+            return Decision::Refuse(Refusal {
+                status: 429,
+                reason: "too many connections from this address".into(),
+                retry_after: Some(OVERLOAD_RETRY_AFTER),
+            })
+        }
     }
     let query = match Query::parse(request.query.unwrap_or("")) {
         Ok(query) => query,
@@ -154,11 +179,8 @@ pub fn decide(config: &HubConfig, request: &HandshakeRequest<'_>, has_room: bool
         }
         other => other.map(String::into_boxed_str),
     };
-    let anchor = query
-        .last_event_id
-        .as_deref()
-        .or(request.last_event_id)
-        .map(str::trim);
+    // Judged exactly as sent (no trimming): the hub answers a malformed one with `invalid`.
+    let anchor = query.last_event_id.as_deref().or(request.last_event_id);
     let anchor = anchor.filter(|a| !a.is_empty()).map(Into::into);
     Decision::Accept(ConnParams {
         filter,
@@ -253,7 +275,7 @@ mod tests {
 
     #[test]
     fn plain_request_is_accepted_with_defaults() {
-        let params = accepted(decide(&config(), &request(""), true));
+        let params = accepted(decide(&config(), &request(""), Capacity::Free));
         assert_eq!(params, ConnParams::default());
     }
 
@@ -273,7 +295,7 @@ mod tests {
                 origin: Some(origin),
                 ..request("")
             };
-            let decision = decide(&cfg, &req, true);
+            let decision = decide(&cfg, &req, Capacity::Free);
             assert_eq!(
                 matches!(decision, Decision::Accept(_)),
                 ok,
@@ -299,11 +321,11 @@ mod tests {
             ..request("")
         };
         assert!(matches!(
-            decide(&list, &req("https://app.example"), true),
+            decide(&list, &req("https://app.example"), Capacity::Free),
             Decision::Accept(_)
         ));
         assert!(matches!(
-            decide(&list, &req("http://127.0.0.1:8765"), true),
+            decide(&list, &req("http://127.0.0.1:8765"), Capacity::Free),
             Decision::Refuse(_)
         ));
         let any = HubConfig::builder()
@@ -311,16 +333,27 @@ mod tests {
             .build()
             .unwrap();
         assert!(matches!(
-            decide(&any, &req("https://x.example"), true),
+            decide(&any, &req("https://x.example"), Capacity::Free),
             Decision::Accept(_)
         ));
     }
 
     #[test]
     fn full_server_refuses_with_503_and_retry_after() {
-        match decide(&config(), &request(""), false) {
+        match decide(&config(), &request(""), Capacity::Full) {
             Decision::Refuse(r) => {
                 assert_eq!(r.status, 503);
+                assert_eq!(r.retry_after, Some(OVERLOAD_RETRY_AFTER));
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_full_address_is_429_with_retry_after() {
+        match decide(&config(), &request(""), Capacity::PeerFull) {
+            Decision::Refuse(r) => {
+                assert_eq!(r.status, 429);
                 assert_eq!(r.retry_after, Some(OVERLOAD_RETRY_AFTER));
             }
             other => panic!("{other:?}"),
@@ -333,31 +366,31 @@ mod tests {
             .token(Some("s3cret".into()))
             .build()
             .unwrap();
-        assert_eq!(rejected(decide(&cfg, &request(""), true)).0, 4401);
-        assert_eq!(rejected(decide(&cfg, &request("token=nope"), true)).0, 4401);
-        accepted(decide(&cfg, &request("token=s3cret"), true));
+        assert_eq!(rejected(decide(&cfg, &request(""), Capacity::Free)).0, 4401);
+        assert_eq!(rejected(decide(&cfg, &request("token=nope"), Capacity::Free)).0, 4401);
+        accepted(decide(&cfg, &request("token=s3cret"), Capacity::Free));
         let header = HandshakeRequest {
             authorization: Some("Bearer s3cret"),
             ..request("")
         };
-        accepted(decide(&cfg, &header, true));
+        accepted(decide(&cfg, &header, Capacity::Free));
         let wrong = HandshakeRequest {
             authorization: Some("Basic s3cret"),
             ..request("")
         };
-        assert_eq!(rejected(decide(&cfg, &wrong, true)).0, 4401);
+        assert_eq!(rejected(decide(&cfg, &wrong, Capacity::Free)).0, 4401);
     }
 
     #[test]
     fn bad_parameters_are_4400_naming_them() {
         let cfg = config();
-        let (code, reason) = rejected(decide(&cfg, &request("types=a,,b"), true));
+        let (code, reason) = rejected(decide(&cfg, &request("types=a,,b"), Capacity::Free));
         assert_eq!(code, 4400);
         assert!(reason.starts_with("types:"), "{reason}");
-        let (code, reason) = rejected(decide(&cfg, &request("subscribe_token=xyz"), true));
+        let (code, reason) = rejected(decide(&cfg, &request("subscribe_token=xyz"), Capacity::Free));
         assert_eq!(code, 4400);
         assert!(reason.starts_with("subscribe_token:"), "{reason}");
-        let (code, reason) = rejected(decide(&cfg, &request("types=a&types=b"), true));
+        let (code, reason) = rejected(decide(&cfg, &request("types=a&types=b"), Capacity::Free));
         assert_eq!(
             (code, reason.as_str()),
             (4400, "types: given more than once")
@@ -369,7 +402,7 @@ mod tests {
         let params = accepted(decide(
             &config(),
             &request("types=render_*%2Cpreview.*&subscribe_token=0123456789abcdef0123456789abcdef"),
-            true,
+            Capacity::Free,
         ));
         assert_eq!(
             params.filter.items().collect::<Vec<_>>(),
@@ -389,7 +422,7 @@ mod tests {
             ..request("last_event_id=bbbbbbbb-2")
         };
         assert_eq!(
-            accepted(decide(&cfg, &both, true)).anchor.as_deref(),
+            accepted(decide(&cfg, &both, Capacity::Free)).anchor.as_deref(),
             Some("bbbbbbbb-2")
         );
         let header = HandshakeRequest {
@@ -397,18 +430,26 @@ mod tests {
             ..request("")
         };
         assert_eq!(
-            accepted(decide(&cfg, &header, true)).anchor.as_deref(),
+            accepted(decide(&cfg, &header, Capacity::Free)).anchor.as_deref(),
             Some("aaaaaaaa-1")
         );
         let empty = HandshakeRequest {
             last_event_id: Some(""),
             ..request("last_event_id=")
         };
-        assert_eq!(accepted(decide(&cfg, &empty, true)).anchor, None);
+        assert_eq!(accepted(decide(&cfg, &empty, Capacity::Free)).anchor, None);
+        // Whitespace is kept, so that the hub judges the anchor `invalid`.
+        let padded = request("last_event_id=%20aaaaaaaa-1");
+        assert_eq!(
+            accepted(decide(&cfg, &padded, Capacity::Free))
+                .anchor
+                .as_deref(),
+            Some(" aaaaaaaa-1")
+        );
         let long = format!("last_event_id={}", "x".repeat(1000));
         // Kept whole: the hub judges it (`invalid`) and echoes exactly what was sent.
         assert_eq!(
-            accepted(decide(&cfg, &request(&long), true))
+            accepted(decide(&cfg, &request(&long), Capacity::Free))
                 .anchor
                 .unwrap()
                 .len(),
@@ -427,7 +468,7 @@ mod tests {
             ..request("")
         };
         assert!(matches!(
-            decide(&cfg, &req, false),
+            decide(&cfg, &req, Capacity::Full),
             Decision::Refuse(Refusal { status: 403, .. })
         ));
     }

@@ -1,4 +1,9 @@
 //! The hub: every connection's state and every delivery decision, driven by its caller.
+//!
+//! This module holds the [`Hub`] with its run loop, the inputs and outputs, and what happens to
+//! one connection (accepting it, its messages, closing it). What concerns all connections
+//! lives in its own module: delivering sequenced events and catching up (`broadcast`), the
+//! heartbeat tick and liveness (`heartbeat`), queue limits (`backpressure`).
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::fmt;
@@ -8,32 +13,33 @@ use bytes::Bytes;
 use serde_json::{json, Map, Value};
 use time::OffsetDateTime;
 
-use crate::close::CloseCode;
+use crate::backpressure::{Limits, SLACK};
+use crate::clock::WallClock;
+use crate::close::{CloseCause, CloseCode};
 use crate::config::HubConfig;
 use crate::conn::{CatchUp, Conn, ConnId};
-use crate::event::{
-    encode_control, types, Epoch, Event, EventId, EventType, Seq, SequencedEvent, Timestamp,
-};
+use crate::event::{encode_control, types, Epoch, Event, EventId, EventType, Seq};
 use crate::handshake::ConnParams;
 use crate::message::{parse_client_message, ClientMessage};
 use crate::metrics::Metrics;
 use crate::replay::ReplayBuffer;
 
-/// How many outputs beyond `send_queue_frames` one connection can have in flight: a ping, the
-/// shutdown's `health_status` and a close. An adapter queue of
-/// [`Hub::max_queued_outputs`] therefore never overflows.
-const QUEUE_SLACK: usize = 3;
-
-/// The event hub: a sans-IO state machine that owns every connection of `/ws`.
+/// The event hub: a sans-IO state machine that owns every connection of `/ws` and fans out
+/// the events it is given.
+///
+/// The hub does not sequence events: a [`Sequencer`](crate::Sequencer) (embedded mode) or an
+/// external ordered log (cluster mode) gives each its id and encoding, and the hub delivers
+/// what it is handed ([`Hub::deliver`]), deciding what a skip, a repeat or a new epoch in that
+/// sequence means for its connections.
 ///
 /// # Run loop
 ///
 /// The hub never reads a clock, sleeps, spawns or touches a socket. Its caller (an adapter)
 /// owns it outright and, for every fact it learns, calls in with the current time `now`:
 ///
-/// 1. A handshake that [`decide`](crate::decide)d `Accept` becomes [`Hub::accept`]; a client
-///    frame, a flushed write or a closed socket becomes [`Hub::handle_input`]; the app calls
-///    [`Hub::publish`]; a stop signal becomes [`Hub::shutdown`].
+/// 1. A handshake that [`Admission`](crate::Admission) accepted becomes [`Hub::accept`]; a
+///    client frame, a flushed write or a closed socket becomes [`Hub::handle_input`]; a
+///    sequenced event becomes [`Hub::deliver`]; a stop signal becomes [`Hub::shutdown`].
 /// 2. After each of those calls, drain [`Hub::poll_output`] until `None` and carry out every
 ///    [`Output`] in order, without second-guessing it: queue frames to the connection's writer
 ///    (never wait on a socket here), close or abort it.
@@ -44,37 +50,39 @@ const QUEUE_SLACK: usize = 3;
 /// - Time never runs backwards inside the hub: an earlier `now` than one already seen is
 ///   taken as the latest seen. Nothing panics on peer input or on stale [`ConnId`]s, which are
 ///   ignored (and counted in [`Metrics::stale_inputs`]).
-/// - Each event is encoded once; every recipient gets a clone of the same [`Bytes`].
-/// - Per connection, stream frames go out in strictly increasing `seq`, without duplicates;
-///   a gap happens only after a `resync_required` or before a close.
+/// - Each frame is encoded once; every recipient gets a clone of the same [`Bytes`].
+/// - Per connection, events go out in strictly increasing `seq` without duplicates, and no
+///   stream frame names a lower seq than an earlier one; a heartbeat never names an event the
+///   connection is still to receive. A hole in the seqs comes only after a `resync_required`
+///   (or before a close).
 /// - A connection never has more than [`Hub::max_queued_outputs`] outputs unflushed, as long
 ///   as the adapter reports written frames with [`Input::Flushed`].
 /// - After [`Output::Close`] or [`Output::Abort`] for a connection, no other output names it.
 /// - The same calls with the same arguments give the same outputs.
 pub struct Hub {
-    config: HubConfig,
-    epoch: Epoch,
+    pub(crate) config: HubConfig,
+    pub(crate) limits: Limits,
+    /// The newest event delivered (`<epoch>-0` before the first): what heartbeats name.
+    pub(crate) head: EventId,
     /// The latest `now` seen.
-    now: Instant,
-    /// A monotonic instant and the wall-clock time it stands for: timestamps are derived from
-    /// `now`, so they never jump backwards with the system clock.
-    clock_origin: (Instant, Timestamp),
-    next_conn: u64,
-    conns: BTreeMap<ConnId, Conn>,
+    pub(crate) now: Instant,
+    /// Timestamps of the frames the hub makes itself (heartbeats, control frames).
+    pub(crate) clock: WallClock,
+    pub(crate) next_conn: u64,
+    pub(crate) conns: BTreeMap<ConnId, Conn>,
     /// Close deadlines, earliest first: a connection still here then is aborted.
-    close_deadlines: BTreeSet<(Instant, ConnId)>,
-    replay: ReplayBuffer,
-    /// The newest stream position handed out (events and heartbeats).
-    last_seq: Seq,
-    next_heartbeat: Option<Instant>,
+    pub(crate) close_deadlines: BTreeSet<(Instant, ConnId)>,
+    pub(crate) replay: ReplayBuffer,
+    pub(crate) next_heartbeat: Option<Instant>,
     /// Set by [`Hub::shutdown`]: when every remaining connection is aborted.
-    shutdown_deadline: Option<Instant>,
-    outputs: VecDeque<Output>,
-    metrics: Metrics,
+    pub(crate) shutdown_deadline: Option<Instant>,
+    pub(crate) outputs: VecDeque<Output>,
+    pub(crate) metrics: Metrics,
 }
 
-/// A fact the adapter reports about one connection, or about a handshake.
+/// A fact the adapter reports about one connection.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Input {
     /// The client sent a text message (reassembled from its fragments).
     Text {
@@ -116,16 +124,6 @@ pub enum Input {
         /// How it ended.
         cause: DisconnectCause,
     },
-    /// A handshake was refused with this HTTP status before upgrading (for metrics).
-    Refused {
-        /// The HTTP status.
-        status: u16,
-    },
-    /// A handshake was answered with this close code right after upgrading (for metrics).
-    Rejected {
-        /// The close code.
-        code: CloseCode,
-    },
 }
 
 /// What the WebSocket layer found wrong in a client's frames.
@@ -140,11 +138,11 @@ pub enum Violation {
 }
 
 impl Violation {
-    fn close_code(self) -> CloseCode {
+    fn cause(self) -> CloseCause {
         match self {
-            Violation::MessageTooLarge => CloseCode::MESSAGE_TOO_BIG,
-            Violation::InvalidUtf8 => CloseCode::INVALID_PAYLOAD,
-            Violation::Protocol => CloseCode::PROTOCOL_ERROR,
+            Violation::MessageTooLarge => CloseCause::TooLarge,
+            Violation::InvalidUtf8 => CloseCause::InvalidUtf8,
+            Violation::Protocol => CloseCause::Protocol,
         }
     }
 }
@@ -152,15 +150,17 @@ impl Violation {
 /// How a connection ended, from the adapter's point of view.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DisconnectCause {
-    /// The client sent a close frame, with this code if any.
+    /// The client closed first, with this code if its close frame had one.
     Closed(Option<CloseCode>),
-    /// The socket ended without a close frame (EOF, reset, IO error), or the adapter finished
-    /// a close the hub asked for.
+    /// The close the hub asked for ([`Output::Close`]) finished.
+    Finished,
+    /// The socket ended without a close handshake (EOF, reset, IO error).
     Lost,
 }
 
 /// A command for the adapter.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Output {
     /// Queue this text frame to the connection's writer. Report it with [`Input::Flushed`]
     /// once written.
@@ -176,7 +176,8 @@ pub enum Output {
         conn: ConnId,
     },
     /// Send a close frame after the frames already queued, then end the connection and
-    /// report [`Input::Disconnected`].
+    /// report [`Input::Disconnected`] ([`DisconnectCause::Finished`] once the client
+    /// answered).
     Close {
         /// The connection.
         conn: ConnId,
@@ -192,33 +193,9 @@ pub enum Output {
     },
 }
 
-/// Why an event was not published.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum PublishError {
-    /// The hub is shutting down; nothing new is sent.
-    ShuttingDown,
-    /// A pre-sequenced event from another epoch than the hub's.
-    ForeignEpoch,
-    /// A pre-sequenced event whose seq is not after the newest one.
-    OutOfOrder,
-}
-
-impl fmt::Display for PublishError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            PublishError::ShuttingDown => "the hub is shutting down",
-            PublishError::ForeignEpoch => "the event belongs to another epoch",
-            PublishError::OutOfOrder => "the event's seq is not after the newest",
-        })
-    }
-}
-
-impl std::error::Error for PublishError {}
-
 impl Hub {
-    /// A hub for one run: `epoch` must be fresh and random for every start; `now` and `wall`
-    /// are the same moment on the monotonic and the wall clock.
+    /// A hub whose events (until the log says otherwise) are of `epoch`; `now` and `wall` are
+    /// the same moment on the monotonic and the wall clock.
     pub fn new(config: HubConfig, epoch: Epoch, now: Instant, wall: OffsetDateTime) -> Hub {
         let replay = ReplayBuffer::new(
             config.replay_buffer_size(),
@@ -227,15 +204,15 @@ impl Hub {
         );
         Hub {
             next_heartbeat: Some(now + config.heartbeat_interval()),
+            limits: Limits::new(&config),
             config,
-            epoch,
+            head: EventId::start(epoch),
             now,
-            clock_origin: (now, Timestamp::new(wall)),
+            clock: WallClock::new(now, wall),
             next_conn: 1,
             conns: BTreeMap::new(),
             close_deadlines: BTreeSet::new(),
             replay,
-            last_seq: Seq(0),
             shutdown_deadline: None,
             outputs: VecDeque::new(),
             metrics: Metrics::default(),
@@ -247,43 +224,41 @@ impl Hub {
         &self.config
     }
 
-    /// This run's epoch.
+    /// The epoch of the events being delivered.
     pub fn epoch(&self) -> Epoch {
-        self.epoch
+        self.head.epoch
     }
 
-    /// The newest stream position handed out.
-    pub fn last_seq(&self) -> Seq {
-        self.last_seq
+    /// The newest event delivered (`<epoch>-0` before the first): what a heartbeat sent now
+    /// would name, and the `X-Event-Head` of the HTTP API.
+    pub fn head(&self) -> EventId {
+        self.head
     }
 
-    /// Registers a connection whose handshake completed; returns its new id.
+    /// Registers a connection whose handshake completed (at the `101 Switching Protocols`);
+    /// returns its new id.
     ///
     /// Registration and the replay snapshot are one step: the connection gets every matching
-    /// event after its anchor (or, without one, every event published from now on), then
+    /// event after its anchor (or, without one, every event delivered from now on), then
     /// live events, with no gap, duplicate or reordering. An anchor that cannot be honoured
-    /// first gets `resync_required`. During shutdown the connection is closed with 1001.
+    /// first gets `resync_required`. During shutdown the connection gets the
+    /// `health_status` notice and is closed with 1001.
     pub fn accept(&mut self, now: Instant, params: ConnParams) -> ConnId {
         self.advance(now);
         let id = ConnId(self.next_conn);
         self.next_conn += 1;
         self.metrics.connections_total += 1;
-        self.conns.insert(
-            id,
-            Conn::new(self.now, params.filter, params.subscribe_token),
-        );
-        if self.shutdown_deadline.is_some() {
-            self.close(id, CloseCode::GOING_AWAY, "server shutting down");
-            return id;
-        }
+        self.conns.insert(id, Conn::new(self.now, params.filter));
         self.replay.prune(self.now);
-        let resume = self
-            .replay
-            .resume(params.anchor.as_deref(), self.epoch, self.last_seq);
+        let resume = self.replay.resume(params.anchor.as_deref(), self.head);
         if let Some(reason) = resume.resync {
             *self.metrics.resyncs.entry(reason).or_default() += 1;
             let payload = json!({ "reason": reason.as_str(), "last_event_id": params.anchor });
             self.send_control(id, types::RESYNC_REQUIRED, payload);
+        }
+        if self.shutdown_deadline.is_some() {
+            self.send_notice(id, resume.after);
+            return id;
         }
         if self.replay.next_after(resume.after).is_some() {
             self.metrics.replays += 1;
@@ -298,19 +273,15 @@ impl Hub {
         id
     }
 
-    /// Feeds one fact about a connection or a handshake. Inputs for unknown or closing
-    /// connections are ignored (a closing one still has its flushes counted).
+    /// Feeds one fact about a connection. Inputs for unknown or closing connections are
+    /// ignored (a closing one still has its flushes counted).
     pub fn handle_input(&mut self, now: Instant, input: Input) {
         self.advance(now);
         match input {
             Input::Text { conn, text } => self.on_text(conn, &text),
             Input::Binary { conn } => {
                 if self.touch(conn) {
-                    self.close(
-                        conn,
-                        CloseCode::UNSUPPORTED_DATA,
-                        "binary frames are not accepted",
-                    );
+                    self.close(conn, CloseCause::Binary);
                 }
             }
             Input::Alive { conn } => {
@@ -318,12 +289,7 @@ impl Hub {
             }
             Input::Violation { conn, kind } => {
                 if self.touch(conn) {
-                    let reason = match kind {
-                        Violation::MessageTooLarge => "message too large",
-                        Violation::InvalidUtf8 => "invalid UTF-8",
-                        Violation::Protocol => "WebSocket protocol error",
-                    };
-                    self.close(conn, kind.close_code(), reason);
+                    self.close(conn, kind.cause());
                 }
             }
             Input::Flushed {
@@ -332,84 +298,49 @@ impl Hub {
                 bytes,
             } => self.on_flushed(conn, frames, bytes),
             Input::Disconnected { conn, cause } => self.on_disconnected(conn, cause),
-            Input::Refused { status } => {
-                *self.metrics.handshakes_refused.entry(status).or_default() += 1;
-            }
-            Input::Rejected { code } => self.metrics.count_close(code.0),
         }
-    }
-
-    /// Sequences an event with the hub's next id and the current time, and delivers it to
-    /// every connection whose filter it passes. Never waits: slow connections are closed
-    /// with 4008 instead.
-    pub fn publish(&mut self, now: Instant, event: Event) -> Result<EventId, PublishError> {
-        self.advance(now);
-        if self.shutdown_deadline.is_some() {
-            return Err(PublishError::ShuttingDown);
-        }
-        let event = event.sequence(self.next_id(), self.timestamp());
-        let id = event.id();
-        self.deliver(event);
-        Ok(id)
-    }
-
-    /// Delivers an event that was sequenced elsewhere (for example by a shared log that
-    /// orders the events of several hubs). Its id must be of this hub's epoch and after
-    /// [`Hub::last_seq`].
-    pub fn publish_sequenced(
-        &mut self,
-        now: Instant,
-        event: SequencedEvent,
-    ) -> Result<(), PublishError> {
-        self.advance(now);
-        if self.shutdown_deadline.is_some() {
-            return Err(PublishError::ShuttingDown);
-        }
-        if event.id().epoch != self.epoch {
-            return Err(PublishError::ForeignEpoch);
-        }
-        if event.id().seq <= self.last_seq {
-            return Err(PublishError::OutOfOrder);
-        }
-        self.last_seq = event.id().seq;
-        self.deliver(event);
-        Ok(())
     }
 
     /// Starts the shutdown: every open connection gets `health_status`
     /// `{"status":"shutting_down"}` and then close 1001; whatever remains after
-    /// `shutdown_grace` is aborted. Publishing fails from now on. Repeated calls are no-ops.
+    /// `shutdown_grace` is aborted. [`Hub::deliver`] ignores events from now on. Repeated
+    /// calls are no-ops.
     pub fn shutdown(&mut self, now: Instant) {
         self.advance(now);
         if self.shutdown_deadline.is_some() {
             return;
         }
-        let deadline = self.now + self.config.shutdown_grace();
-        self.shutdown_deadline = Some(deadline);
+        self.shutdown_deadline = Some(self.now + self.config.shutdown_grace());
         self.next_heartbeat = None;
-        let mut payload = Map::new();
-        payload.insert("status".into(), "shutting_down".into());
-        let event = Event::new(EventType::internal(types::HEALTH_STATUS)).with_payload(payload);
-        let frame = event
-            .sequence(self.next_id(), self.timestamp())
-            .frame()
-            .clone();
-        let open: Vec<ConnId> = self
+        let open: Vec<(ConnId, Seq)> = self
             .conns
             .iter()
             .filter(|(_, c)| c.is_open())
-            .map(|(id, _)| *id)
+            .map(|(id, c)| (*id, c.catch_up.as_ref().map_or(self.head.seq, |c| c.cursor)))
             .collect();
-        for id in open {
+        // Most connections are live and share one notice; one catching up names its own place.
+        let shared = self.notice_frame(self.head.seq);
+        for (id, position) in open {
+            let frame = if position == self.head.seq {
+                shared.clone()
+            } else {
+                self.notice_frame(position)
+            };
             let conn = self.conns.get_mut(&id).expect("listed above");
-            conn.catch_up = None; // the shutdown notice goes out now; replay is abandoned
-            conn.count_queued(&frame);
-            self.outputs.push_back(Output::Send {
-                conn: id,
-                frame: frame.clone(),
+            conn.catch_up = None; // the notice goes out now; replay is abandoned
+            conn.queue.push_notice(&frame);
+            conn.last_sent = Some(EventId {
+                epoch: self.head.epoch,
+                seq: position,
             });
-            self.close(id, CloseCode::GOING_AWAY, "server shutting down");
+            self.outputs.push_back(Output::Send { conn: id, frame });
+            self.close(id, CloseCause::ShuttingDown);
         }
+    }
+
+    /// Whether [`Hub::shutdown`] has been called.
+    pub fn is_shutting_down(&self) -> bool {
+        self.shutdown_deadline.is_some()
     }
 
     /// Whether shutdown has begun and every connection is gone.
@@ -436,26 +367,26 @@ impl Hub {
             }
             self.abort(id);
         }
-        if let Some(due) = self.next_heartbeat.filter(|due| self.now >= *due) {
-            self.tick();
-            let interval = self.config.heartbeat_interval();
-            // Keep the cadence; after a long stall (a suspended machine) start afresh.
-            let next = due + interval;
-            self.next_heartbeat = Some(if next <= self.now {
-                self.now + interval
-            } else {
-                next
-            });
-        }
+        self.heartbeat_if_due();
+    }
+
+    /// Re-anchors the timestamps of the frames the hub makes to the wall clock: `now` and
+    /// `wall` are the same moment. Adapters call it at every heartbeat tick, so that a
+    /// suspend or a clock step does not leave timestamps drifting; they never go backwards.
+    pub fn set_wall_clock(&mut self, now: Instant, wall: OffsetDateTime) {
+        self.advance(now);
+        self.clock.anchor(self.now, wall);
     }
 
     /// The next command for the adapter, in order; `None` when there is nothing to do.
+    #[must_use]
     pub fn poll_output(&mut self) -> Option<Output> {
         self.outputs.pop_front()
     }
 
     /// When [`Hub::handle_timeout`] must next be called; `None` if nothing is pending. After
     /// `handle_timeout(t)` this is `None` or later than `t`.
+    #[must_use]
     pub fn poll_timeout(&self) -> Option<Instant> {
         let shutdown = self.shutdown_deadline.filter(|_| !self.conns.is_empty());
         let close = self.close_deadlines.first().map(|(deadline, _)| *deadline);
@@ -470,52 +401,27 @@ impl Hub {
         let mut metrics = self.metrics.clone();
         metrics.connections = self.conns.len();
         metrics.replay_buffered = self.replay.fresh_len(now.max(self.now));
+        metrics.replay_held = self.replay.len();
         metrics.replay_bytes = self.replay.bytes();
+        metrics.queued_bytes = self.conns.values().map(|c| c.queue.bytes).sum();
         metrics
-    }
-
-    /// How many connections are registered (open or closing).
-    pub fn connection_count(&self) -> usize {
-        self.conns.len()
-    }
-
-    /// The client identity a connection gave in its handshake, if any.
-    pub fn subscribe_token(&self, conn: ConnId) -> Option<&str> {
-        self.conns.get(&conn)?.subscribe_token.as_deref()
     }
 
     /// The most outputs one connection can have unflushed: size adapter queues to this.
     pub fn max_queued_outputs(&self) -> usize {
-        self.config.send_queue_frames() + QUEUE_SLACK
+        self.config.send_queue_frames() + SLACK
     }
 
-    /// Frames and bytes queued to a connection and not yet flushed, if it is known.
+    /// Frames and bytes queued to a connection and not yet flushed, if the hub knows it:
+    /// what the adapter's queue for it should hold.
     pub fn queued(&self, conn: ConnId) -> Option<(usize, usize)> {
         self.conns
             .get(&conn)
-            .map(|c| (c.queued_frames, c.queued_bytes))
+            .map(|c| (c.queue.frames, c.queue.bytes))
     }
 
-    /// Events held by the replay buffer (some may be past their TTL).
-    pub fn replay_len(&self) -> usize {
-        self.replay.len()
-    }
-
-    fn advance(&mut self, now: Instant) {
+    pub(crate) fn advance(&mut self, now: Instant) {
         self.now = self.now.max(now);
-    }
-
-    fn timestamp(&self) -> Timestamp {
-        let (origin, wall) = self.clock_origin;
-        wall.after(self.now.saturating_duration_since(origin))
-    }
-
-    fn next_id(&mut self) -> EventId {
-        self.last_seq = self.last_seq.next();
-        EventId {
-            epoch: self.epoch,
-            seq: self.last_seq,
-        }
     }
 
     /// Records a sign of life; `false` if the connection is unknown or closing.
@@ -538,17 +444,17 @@ impl Hub {
         }
         let conn = self.conns.get_mut(&id).expect("touch checked it");
         if text.len() > self.config.max_client_message() {
-            return self.close(id, CloseCode::MESSAGE_TOO_BIG, "message too large");
+            return self.close(id, CloseCause::TooLarge);
         }
         if !conn.rate.allow(
             self.now,
             self.config.client_rate(),
             self.config.client_burst(),
         ) {
-            return self.close(id, CloseCode::RATE_LIMITED, "too many messages");
+            return self.close(id, CloseCause::RateLimited);
         }
         if std::str::from_utf8(text).is_err() {
-            return self.close(id, CloseCode::INVALID_PAYLOAD, "invalid UTF-8");
+            return self.close(id, CloseCause::InvalidUtf8);
         }
         match parse_client_message(text) {
             Ok(ClientMessage::Ping) => self.send_control(id, types::PONG, json!({})),
@@ -570,7 +476,7 @@ impl Hub {
             self.metrics.stale_inputs += 1;
             return;
         };
-        conn.count_flushed(frames, bytes);
+        conn.queue.flushed(frames, bytes);
         self.metrics.frames_sent += frames as u64;
         if conn.catch_up.is_some() {
             self.pump(id);
@@ -583,185 +489,67 @@ impl Hub {
             return;
         };
         match conn.closing {
+            // The hub's own close, counted when it was decided.
             Some(deadline) => {
                 self.close_deadlines.remove(&(deadline, id));
             }
             None => self.metrics.count_close(match cause {
                 DisconnectCause::Closed(code) => code.unwrap_or(CloseCode::NO_STATUS).0,
-                DisconnectCause::Lost => CloseCode::ABNORMAL.0,
+                DisconnectCause::Finished | DisconnectCause::Lost => CloseCode::ABNORMAL.0,
             }),
         }
     }
 
-    /// Closes silent connections, then sends one heartbeat (one seq, one encoding) and one
-    /// Ping to every open connection.
-    fn tick(&mut self) {
-        let timeout = self.config.liveness_timeout();
-        let silent: Vec<ConnId> = self
-            .conns
-            .iter()
-            .filter(|(_, c)| {
-                c.is_open() && self.now.saturating_duration_since(c.last_life) >= timeout
-            })
-            .map(|(id, _)| *id)
-            .collect();
-        for id in silent {
-            self.close(id, CloseCode::LIVENESS_TIMEOUT, "liveness timeout");
-        }
-        let heartbeat = Event::new(EventType::internal(types::HEARTBEAT));
-        let heartbeat = heartbeat.sequence(self.next_id(), self.timestamp());
-        let (max_frames, max_bytes) = (
-            self.config.send_queue_frames(),
-            self.config.send_queue_bytes(),
-        );
-        let mut slow = Vec::new();
-        let mut catching_up = Vec::new();
-        for (&id, conn) in self.conns.iter_mut().filter(|(_, c)| c.is_open()) {
-            if let Some(catch_up) = &mut conn.catch_up {
-                catch_up.heartbeat = Some(heartbeat.clone());
-                catching_up.push(id);
-            } else if conn.has_room(heartbeat.frame().len(), max_frames, max_bytes) {
-                conn.count_queued(heartbeat.frame());
-                self.outputs.push_back(Output::Send {
-                    conn: id,
-                    frame: heartbeat.frame().clone(),
-                });
-            } else {
-                slow.push(id);
-                continue;
-            }
-            // A ping may go one past the frame limit, never further: a catching-up client that
-            // does not read must not pile them up (it is closed for liveness instead).
-            if conn.queued_frames <= max_frames {
-                conn.queued_frames += 1;
-                self.outputs.push_back(Output::Ping { conn: id });
-            }
-        }
-        self.close_slow(slow);
-        for id in catching_up {
-            self.pump(id);
-        }
-    }
-
-    /// Buffers the event and sends it to every live connection it matches; connections that
-    /// are catching up take it from the buffer in turn.
-    fn deliver(&mut self, event: SequencedEvent) {
-        self.metrics.events_published += 1;
-        self.replay.push(self.now, event.clone());
-        let (max_frames, max_bytes) = (
-            self.config.send_queue_frames(),
-            self.config.send_queue_bytes(),
-        );
-        let (name, frame) = (event.event_type().as_str(), event.frame());
-        let mut slow = Vec::new();
-        let mut catching_up = Vec::new();
-        for (&id, conn) in self.conns.iter_mut() {
-            if !conn.is_open() {
-                continue;
-            }
-            if conn.catch_up.is_some() {
-                catching_up.push(id);
-            } else if !conn.filter.matches(name) {
-                continue;
-            } else if conn.has_room(frame.len(), max_frames, max_bytes) {
-                conn.count_queued(frame);
-                self.outputs.push_back(Output::Send {
-                    conn: id,
-                    frame: frame.clone(),
-                });
-            } else {
-                slow.push(id);
-            }
-        }
-        self.close_slow(slow);
-        for id in catching_up {
-            self.pump(id);
-        }
-    }
-
-    /// Sends a catching-up connection the next buffered frames while its queue has room;
-    /// switches it to live delivery once it has everything.
-    fn pump(&mut self, id: ConnId) {
-        let (max_frames, max_bytes) = (
-            self.config.send_queue_frames(),
-            self.config.send_queue_bytes(),
-        );
-        let Some(conn) = self.conns.get_mut(&id) else {
+    /// Queues a control frame (not part of the stream: no id) to one connection; one without
+    /// room in its queue is closed as a slow consumer.
+    pub(crate) fn send_control(&mut self, id: ConnId, name: &'static str, payload: Value) {
+        let frame = self.control_frame(name, payload);
+        let Some(conn) = self.conns.get_mut(&id).filter(|c| c.is_open()) else {
             return;
         };
-        let Some(mut catch_up) = conn.catch_up.take() else {
-            return;
-        };
-        loop {
-            if self.replay.lost_after(catch_up.cursor).is_some() {
-                // Live traffic pushed out events this connection had yet to get.
-                return self.close_slow(vec![id]);
-            }
-            let buffered = self.replay.next_after(catch_up.cursor);
-            let heartbeat_first = match (&catch_up.heartbeat, buffered) {
-                (Some(hb), Some(event)) => hb.id().seq < event.id().seq,
-                (heartbeat, _) => heartbeat.is_some(),
-            };
-            let next = if heartbeat_first {
-                catch_up.heartbeat.as_ref()
-            } else {
-                buffered
-            };
-            let Some(next) = next else {
-                return; // caught up: live delivery from now on
-            };
-            let seq = next.id().seq;
-            if conn.filter.matches(next.event_type().as_str()) {
-                if !conn.has_room(next.frame().len(), max_frames, max_bytes) {
-                    conn.catch_up = Some(catch_up);
-                    return; // more when the writer reports a flush
-                }
-                conn.count_queued(next.frame());
-                self.outputs.push_back(Output::Send {
-                    conn: id,
-                    frame: next.frame().clone(),
-                });
-            }
-            catch_up.cursor = seq;
-            if heartbeat_first {
-                catch_up.heartbeat = None;
-            }
+        if conn.queue.try_push(&frame, self.limits) {
+            self.outputs.push_back(Output::Send { conn: id, frame });
+        } else {
+            self.close(id, CloseCause::SlowConsumer);
         }
     }
 
-    fn send_control(&mut self, id: ConnId, name: &'static str, payload: Value) {
+    /// Encodes a control frame with the time of now.
+    pub(crate) fn control_frame(&mut self, name: &'static str, payload: Value) -> Bytes {
         let Value::Object(payload) = payload else {
             unreachable!("control payloads are objects")
         };
-        let frame = encode_control(name, payload, self.timestamp());
-        let (max_frames, max_bytes) = (
-            self.config.send_queue_frames(),
-            self.config.send_queue_bytes(),
-        );
-        let Some(conn) = self.conns.get_mut(&id) else {
-            return;
-        };
-        if conn.has_room(frame.len(), max_frames, max_bytes) {
-            conn.count_queued(&frame);
-            self.outputs.push_back(Output::Send { conn: id, frame });
-        } else {
-            self.close_slow(vec![id]);
-        }
+        encode_control(name, payload, self.clock.at(self.now))
     }
 
-    fn close_slow(&mut self, ids: Vec<ConnId>) {
-        for id in ids {
-            self.close(
-                id,
-                CloseCode::SLOW_CONSUMER,
-                "slow consumer: reconnect with last_event_id",
-            );
+    /// The `health_status` `shutting_down` notice, naming the event at `position`.
+    fn notice_frame(&mut self, position: Seq) -> Bytes {
+        let mut payload = Map::new();
+        payload.insert("status".into(), "shutting_down".into());
+        let id = EventId {
+            epoch: self.head.epoch,
+            seq: position,
+        };
+        Event::new(EventType::internal(types::HEALTH_STATUS))
+            .with_payload(payload)
+            .sequence(id, self.clock.at(self.now))
+            .frame()
+            .clone()
+    }
+
+    /// The notice for a connection accepted during the shutdown, then its close.
+    fn send_notice(&mut self, id: ConnId, position: Seq) {
+        let frame = self.notice_frame(position);
+        if let Some(conn) = self.conns.get_mut(&id) {
+            conn.queue.push_notice(&frame);
+            self.outputs.push_back(Output::Send { conn: id, frame });
         }
+        self.close(id, CloseCause::ShuttingDown);
     }
 
     /// Decides a close: the close frame follows what is queued, nothing more is sent, and the
     /// socket is aborted if the close has not finished by the deadline.
-    fn close(&mut self, id: ConnId, code: CloseCode, reason: &'static str) {
+    pub(crate) fn close(&mut self, id: ConnId, cause: CloseCause) {
         let deadline = self
             .shutdown_deadline
             .unwrap_or(self.now + self.config.close_timeout());
@@ -774,6 +562,7 @@ impl Hub {
         conn.closing = Some(deadline);
         conn.catch_up = None;
         self.close_deadlines.insert((deadline, id));
+        let (code, reason) = cause.frame();
         self.metrics.count_close(code.0);
         self.outputs.push_back(Output::Close {
             conn: id,
@@ -795,8 +584,7 @@ impl Hub {
 impl fmt::Debug for Hub {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Hub")
-            .field("epoch", &self.epoch)
-            .field("last_seq", &self.last_seq)
+            .field("head", &self.head)
             .field("connections", &self.conns.len())
             .field("replay_len", &self.replay.len())
             .finish_non_exhaustive()

@@ -14,7 +14,7 @@ pub struct Metrics {
     pub connections_total: u64,
     /// Handshakes refused before upgrading, by HTTP status.
     pub handshakes_refused: BTreeMap<u16, u64>,
-    /// Events published (heartbeats not included).
+    /// Events delivered (heartbeats not included).
     pub events_published: u64,
     /// Frames the adapters reported written (events, control frames and pings).
     pub frames_sent: u64,
@@ -27,8 +27,14 @@ pub struct Metrics {
     pub resyncs: BTreeMap<ResyncReason, u64>,
     /// Events in the replay buffer that are still within the TTL.
     pub replay_buffered: usize,
+    /// Events held by the replay buffer (some may be past their TTL until the next prune).
+    pub replay_held: usize,
     /// Bytes held by the replay buffer.
     pub replay_bytes: usize,
+    /// Bytes queued to every connection together and not yet written.
+    pub queued_bytes: usize,
+    /// Sequenced events ignored because they were not after the head (a log's repeats).
+    pub stale_events: u64,
     /// Inputs for connections the hub no longer knows (normal: adapter tasks race).
     pub stale_inputs: u64,
 }

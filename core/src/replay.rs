@@ -4,12 +4,14 @@
 //! so what has left is always a prefix of the stream. Two high-water marks remember the
 //! newest event that left by size (`last_evicted`) and by age (`last_expired`); with them the
 //! buffer answers "is any event after X gone, and why?" in O(1), which is all the resume
-//! rules need. Heartbeats take a `seq` but are never stored, so they can never be missing.
+//! rules need. Heartbeats take no `seq` and are never stored, so they can never be missing;
+//! a hole in the stream that the log itself left (entries lost before this node read them)
+//! counts as evicted ([`ReplayBuffer::mark_missing`]).
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
-use crate::event::{Epoch, EventId, Seq, SequencedEvent};
+use crate::event::{is_seq_digits, Epoch, EventId, Seq, SequencedEvent};
 
 /// Why a client must refetch state instead of resuming (`resync_required`'s `reason`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -116,8 +118,24 @@ impl ReplayBuffer {
         }
     }
 
-    /// Where a connection with this raw anchor starts (contract §5, "Anchors").
-    pub(crate) fn resume(&self, anchor: Option<&str>, epoch: Epoch, newest: Seq) -> Resume {
+    /// Forgets everything: the stream starts a new epoch.
+    pub(crate) fn reset(&mut self) {
+        self.entries.clear();
+        self.bytes = 0;
+        self.last_evicted = Seq(0);
+        self.last_expired = Seq(0);
+    }
+
+    /// Records that every event up to `through` that is not buffered will never be: the log
+    /// skipped them.
+    pub(crate) fn mark_missing(&mut self, through: Seq) {
+        self.last_evicted = self.last_evicted.max(through);
+    }
+
+    /// Where a connection with this raw anchor starts, given the newest event (PROTOCOL.md
+    /// §5, "Anchors").
+    pub(crate) fn resume(&self, anchor: Option<&str>, head: EventId) -> Resume {
+        let (epoch, newest) = (head.epoch, head.seq);
         let Some(raw) = anchor else {
             return Resume {
                 resync: None,
@@ -204,13 +222,11 @@ impl ReplayBuffer {
     }
 }
 
-/// The epoch of an anchor shaped like an event id (`^[0-9a-f]{8}-[1-9][0-9]*$`) whose seq
+/// The epoch of an anchor shaped like an event id (`^[0-9a-f]{8}-(0|[1-9][0-9]*)$`) whose seq
 /// does not fit 64 bits, which [`EventId::parse`] refuses; `None` for any other anchor.
 fn oversized_anchor_epoch(raw: &str) -> Option<Epoch> {
     let (epoch, seq) = raw.split_once('-')?;
-    let digits = seq.starts_with(|c: char| matches!(c, '1'..='9'))
-        && seq.bytes().all(|b| b.is_ascii_digit());
-    let id = EventId::parse(&format!("{epoch}-1")).filter(|_| digits)?;
+    let id = EventId::parse(&format!("{epoch}-1")).filter(|_| is_seq_digits(seq))?;
     Some(id.epoch)
 }
 
@@ -231,13 +247,19 @@ mod tests {
     #[test]
     fn anchor_reasons_in_precedence_order() {
         let buffer = ReplayBuffer::new(10, usize::MAX, Duration::from_secs(60));
-        let reason = |a: &str| buffer.resume(Some(a), EPOCH, Seq(5)).resync;
+        let head = EventId {
+            epoch: EPOCH,
+            seq: Seq(5),
+        };
+        let reason = |a: &str| buffer.resume(Some(a), head).resync;
         assert_eq!(reason("garbage"), Some(ResyncReason::Invalid));
         assert_eq!(reason("00000000-1"), Some(ResyncReason::UnknownEpoch));
         assert_eq!(reason(&anchor(6)), Some(ResyncReason::Ahead));
         assert_eq!(reason(&anchor(5)), None);
+        assert_eq!(reason(&anchor(0)), None, "from the first event of the epoch");
+        assert_eq!(reason(&format!(" {}", anchor(5))), Some(ResyncReason::Invalid));
         assert_eq!(
-            buffer.resume(None, EPOCH, Seq(5)),
+            buffer.resume(None, head),
             Resume {
                 resync: None,
                 after: Seq(5)

@@ -6,7 +6,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use ferret_ws_core::fuzzing;
+use ferret_ws_testkit::fuzzing;
 
 /// The inputs of one target, sorted; hidden files (libFuzzer's `.state` and the like) skipped.
 fn inputs(target: &str) -> Vec<PathBuf> {

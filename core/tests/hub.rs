@@ -6,11 +6,11 @@
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use ferret_ws_core::sim::{Sim, SIM_EPOCH};
 use ferret_ws_core::{
-    CloseCode, ConnId, ConnParams, DisconnectCause, Epoch, Event, EventId, EventType, HubConfig,
-    Input, PublishError, ResyncReason, Seq, TypeFilter, Violation,
+    CloseCode, ConnId, ConnParams, Delivery, DisconnectCause, Epoch, Event, EventId, EventType,
+    HubConfig, Input, ResyncReason, Seq, TypeFilter, Violation,
 };
+use ferret_ws_testkit::sim::{Sim, SIM_EPOCH};
 use serde_json::json;
 
 const MS: Duration = Duration::from_millis(1);
@@ -75,8 +75,7 @@ fn envelope_carries_the_correlation_id_and_the_stream_id() {
     let mut sim = sim(config());
     let conn = sim.connect("");
     let event = Event::new(EventType::new("scan_started").unwrap()).with_correlation_id("req-42");
-    let id = sim.hub.publish(sim.now, event).unwrap();
-    sim.drain();
+    let id = sim.publish_event(event);
     let frame = &sim.clients[&conn].frames[0];
     assert_eq!(frame.correlation_id.as_deref(), Some("req-42"));
     assert_eq!(frame.id, Some(id));
@@ -214,13 +213,10 @@ fn one_heartbeat_and_one_ping_per_interval_per_connection() {
         sim.set_responsive(*conn, true);
     }
     sim.advance(5500 * MS);
-    assert_eq!(sim.heartbeats.len(), 5, "five ticks, one seq each");
+    assert_eq!(sim.heartbeats.len(), 5, "five ticks, one encoding each");
     for conn in &conns {
         let client = &sim.clients[conn];
-        let beats: Vec<_> = client
-            .of_type("heartbeat")
-            .map(|f| f.id.unwrap().seq.0)
-            .collect();
+        let beats: Vec<_> = client.of_type("heartbeat").map(|f| f.raw.clone()).collect();
         assert_eq!(beats, sim.heartbeats, "{conn}");
         assert_eq!(client.pings, 5);
         assert!(!client.is_closed());
@@ -278,10 +274,60 @@ fn heartbeat_ids_are_valid_anchors() {
         .unwrap()
         .id
         .unwrap();
+    assert_eq!(heartbeat.to_string(), format!("{SIM_EPOCH}-0"), "no event yet");
     sim.publish("after_heartbeat", None);
     let resumed = resume(&mut sim, &heartbeat.to_string());
     assert_eq!(resync_reason(&sim, resumed), None);
-    assert_eq!(sim.clients[&resumed].event_seqs(), [heartbeat.seq.0 + 1]);
+    assert_eq!(sim.clients[&resumed].event_seqs(), [1]);
+    sim.assert_clean();
+}
+
+#[test]
+fn heartbeats_take_no_seq_and_name_the_newest_event() {
+    let mut sim = sim(config());
+    let conn = sim.connect("");
+    sim.set_responsive(conn, true);
+    sim.publish("a", None);
+    sim.publish("b", None);
+    sim.advance(1000 * MS);
+    sim.publish("c", None);
+    let ids: Vec<String> = sim.clients[&conn]
+        .stream()
+        .map(|f| format!("{} {}", f.event_type, f.id.unwrap()))
+        .collect();
+    let e = SIM_EPOCH;
+    assert_eq!(
+        ids,
+        [
+            format!("a {e}-1"),
+            format!("b {e}-2"),
+            format!("heartbeat {e}-2"),
+            format!("c {e}-3")
+        ]
+    );
+    sim.assert_clean();
+}
+
+#[test]
+fn a_heartbeat_never_names_an_event_a_catching_up_client_has_yet_to_get() {
+    let mut sim = sim(config().send_queue_frames(2));
+    for _ in 0..6 {
+        sim.publish("e", None);
+    }
+    sim.auto_flush = false;
+    let conn = resume(&mut sim, &anchor(0));
+    sim.set_responsive(conn, true);
+    sim.advance(1000 * MS); // the tick names event 6; the client holds events 1 and 2
+    sim.auto_flush = true;
+    sim.flush(conn);
+    let stream: Vec<String> = sim.clients[&conn]
+        .stream()
+        .map(|f| format!("{} {}", f.event_type, f.id.unwrap().seq.0))
+        .collect();
+    assert_eq!(
+        stream,
+        ["e 1", "e 2", "e 3", "e 4", "e 5", "e 6", "heartbeat 6"]
+    );
     sim.assert_clean();
 }
 
@@ -349,8 +395,8 @@ fn every_resync_reason() {
     assert_eq!(resync_reason(&sim, conn).as_deref(), Some("expired"));
     assert_eq!(
         sim.clients[&conn].event_seqs(),
-        [6 + 10],
-        "the heartbeats took seqs 6..=15"
+        [6],
+        "event seqs have no holes: heartbeats take none"
     );
     let metrics = sim.hub.metrics(sim.now);
     for reason in ResyncReason::ALL {
@@ -366,7 +412,7 @@ fn size_zero_turns_replay_off() {
     let conn = resume(&mut sim, &anchor(1));
     assert_eq!(resync_reason(&sim, conn).as_deref(), Some("evicted"));
     assert!(sim.clients[&conn].event_seqs().is_empty());
-    assert_eq!(sim.hub.replay_len(), 0);
+    assert_eq!(sim.hub.metrics(sim.now).replay_held, 0);
     let current = resume(&mut sim, &anchor(2));
     assert_eq!(resync_reason(&sim, current), None, "nothing was missed");
 }
@@ -377,7 +423,7 @@ fn replay_buffer_memory_stays_bounded() {
     for _ in 0..1000 {
         sim.publish("e", None);
     }
-    assert_eq!(sim.hub.replay_len(), 200);
+    assert_eq!(sim.hub.metrics(sim.now).replay_held, 200);
     assert_eq!(sim.hub.metrics(sim.now).replay_buffered, 200);
 }
 
@@ -453,14 +499,14 @@ fn heartbeats_during_catch_up_keep_their_place_in_the_stream() {
     }
     sim.auto_flush = false;
     let conn = resume(&mut sim, &anchor(1));
-    sim.advance(1000 * MS); // heartbeat seq 7 ticks while the client is at seq 3
+    sim.advance(1000 * MS); // the heartbeat names event 6 while the client is at 3
     sim.auto_flush = true;
     sim.drain();
-    let stream: Vec<u64> = sim.clients[&conn]
+    let stream: Vec<String> = sim.clients[&conn]
         .stream()
-        .map(|f| f.id.unwrap().seq.0)
+        .map(|f| format!("{} {}", f.event_type, f.id.unwrap().seq.0))
         .collect();
-    assert_eq!(stream, [2, 3, 4, 5, 6, 7]);
+    assert_eq!(stream, ["e 2", "e 3", "e 4", "e 5", "e 6", "heartbeat 6"]);
     sim.assert_clean();
 }
 
@@ -483,7 +529,7 @@ fn a_stalled_client_is_closed_4008_and_nobody_else_notices() {
     // Its state is released when the socket goes (or at the close deadline).
     sim.disconnect(slow, DisconnectCause::Lost);
     assert_eq!(sim.hub.queued(slow), None);
-    assert_eq!(sim.hub.connection_count(), 3);
+    assert_eq!(sim.hub.metrics(sim.now).connections, 3);
     sim.assert_clean();
 }
 
@@ -520,12 +566,12 @@ fn shutdown_sends_health_status_then_1001_and_aborts_at_the_grace_deadline() {
         assert_eq!(client.frames[1].payload, json!({"status": "shutting_down"}));
         assert_eq!(close_code(&sim, conn), Some(1001));
     }
-    assert_eq!(
-        sim.hub
-            .publish(sim.now, Event::new(EventType::new("late").unwrap())),
-        Err(PublishError::ShuttingDown)
-    );
+    assert!(sim.hub.is_shutting_down());
+    let ignored = sim.publish_event(Event::new(EventType::new("late").unwrap()));
+    assert!(sim.published.iter().all(|(id, _)| *id != ignored));
+    // A client that connects during the grace gets the notice, then 1001.
     let late = sim.connect("");
+    assert_eq!(sim.clients[&late].types(), ["health_status"]);
     assert_eq!(close_code(&sim, late), Some(1001));
     sim.disconnect(polite, DisconnectCause::Lost);
     sim.disconnect(late, DisconnectCause::Lost);
@@ -570,17 +616,11 @@ fn metrics_move() {
     let a = sim.connect("");
     sim.connect("");
     sim.publish("e", None);
-    sim.input(Input::Refused { status: 403 });
-    sim.input(Input::Rejected {
-        code: CloseCode::BAD_HANDSHAKE,
-    });
     sim.disconnect(a, DisconnectCause::Lost);
     let m = sim.hub.metrics(sim.now);
     assert_eq!((m.connections, m.connections_total), (1, 2));
     assert_eq!(m.events_published, 1);
     assert_eq!(m.frames_sent, 2);
-    assert_eq!(m.handshakes_refused[&403], 1);
-    assert_eq!(m.closes[&4400], 1);
     assert_eq!(m.closes[&1006], 1);
     assert_eq!(m.replay_buffered, 1);
 }
@@ -592,47 +632,112 @@ fn time_going_backwards_is_taken_as_the_latest_seen() {
     sim.advance(1500 * MS);
     let earlier = sim.now - 1000 * MS;
     sim.hub.handle_timeout(earlier);
-    sim.hub
-        .publish(earlier, Event::new(EventType::new("e").unwrap()))
-        .unwrap();
-    sim.drain();
+    let now = std::mem::replace(&mut sim.now, earlier);
+    sim.publish("e", None);
+    sim.now = now;
     assert!(sim.hub.poll_timeout().unwrap() > sim.now);
-    assert_eq!(sim.clients[&conn].event_seqs(), [2]);
+    assert_eq!(sim.clients[&conn].event_seqs(), [1]);
+    sim.assert_clean();
+}
+
+// ---- the log: skips, repeats, new epochs ------------------------------------------------
+
+#[test]
+fn the_next_seq_is_delivered_and_a_repeat_is_ignored_and_counted() {
+    let mut sim = sim(config());
+    let conn = sim.connect("");
+    sim.publish("a", None);
+    sim.publish("b", None);
+    assert_eq!(sim.repeat(0), Some(Delivery::Stale));
+    assert_eq!(sim.repeat(1), Some(Delivery::Stale));
+    assert_eq!(sim.clients[&conn].event_seqs(), [1, 2]);
+    assert_eq!(sim.hub.metrics(sim.now).stale_events, 2);
     sim.assert_clean();
 }
 
 #[test]
-fn pre_sequenced_events_must_follow_the_stream() {
+fn a_skip_in_the_log_is_an_in_band_resync_and_nobody_is_closed() {
+    let mut sim = sim(config());
+    let live = sim.connect("");
+    let filtered = sim.connect("types=b");
+    sim.publish("a", None);
+    let id = sim.publish_after_loss(3, "a"); // entries 2, 3 and 4 never reached this node
+    assert_eq!(id.seq, Seq(5));
+    let client = &sim.clients[&live];
+    assert_eq!(client.types(), ["a", "resync_required", "a"]);
+    assert_eq!(
+        client.resyncs(),
+        [("evicted".to_owned(), Some(anchor(1)))],
+        "last_event_id is the last stream frame it was sent"
+    );
+    assert_eq!(
+        sim.clients[&filtered].resyncs(),
+        [("evicted".to_owned(), None)],
+        "nothing sent yet: null"
+    );
+    assert!(!client.is_closed());
+    // An anchor inside the hole cannot resume; one at the new event can.
+    let late = resume(&mut sim, &anchor(2));
+    assert_eq!(resync_reason(&sim, late).as_deref(), Some("evicted"));
+    let fine = resume(&mut sim, &anchor(5));
+    assert_eq!(resync_reason(&sim, fine), None);
+    assert_eq!(sim.hub.metrics(sim.now).resyncs[&ResyncReason::Evicted], 3);
+    sim.assert_clean();
+}
+
+#[test]
+fn a_new_epoch_in_the_log_empties_the_buffer_and_resyncs_everyone() {
     let mut sim = sim(config());
     let conn = sim.connect("");
-    let at = ferret_ws_core::Timestamp::new(time::OffsetDateTime::UNIX_EPOCH);
-    let event = |epoch, seq| {
-        Event::new(EventType::new("from_log").unwrap()).sequence(
+    sim.publish("a", None);
+    sim.publish("a", None);
+    let next = Epoch(0x0000_beef);
+    assert_eq!(
+        sim.deliver(
             EventId {
-                epoch,
-                seq: Seq(seq),
+                epoch: next,
+                seq: Seq(1)
             },
-            at,
-        )
-    };
-    assert_eq!(
-        sim.hub.publish_sequenced(sim.now, event(Epoch(7), 5)),
-        Err(PublishError::ForeignEpoch)
+            "b",
+            None
+        ),
+        Delivery::Resynced(ResyncReason::UnknownEpoch)
     );
-    sim.hub
-        .publish_sequenced(sim.now, event(SIM_EPOCH, 5))
-        .unwrap();
+    assert_eq!(sim.hub.epoch(), next);
+    let client = &sim.clients[&conn];
+    assert_eq!(client.types(), ["a", "a", "resync_required", "b"]);
     assert_eq!(
-        sim.hub.publish_sequenced(sim.now, event(SIM_EPOCH, 5)),
-        Err(PublishError::OutOfOrder)
+        client.resyncs(),
+        [("unknown_epoch".to_owned(), Some(anchor(2)))]
     );
-    let id = sim
-        .hub
-        .publish(sim.now, Event::new(EventType::new("local").unwrap()))
-        .unwrap();
-    assert_eq!(id.seq, Seq(6));
-    sim.drain();
-    assert_eq!(sim.clients[&conn].event_seqs(), [5, 6]);
+    // The old epoch's anchors are unknown now; the new epoch's resume.
+    let old = resume(&mut sim, &anchor(2));
+    assert_eq!(resync_reason(&sim, old).as_deref(), Some("unknown_epoch"));
+    let new = resume(&mut sim, "0000beef-0");
+    assert_eq!(resync_reason(&sim, new), None);
+    assert_eq!(sim.clients[&new].event_seqs(), [1]);
+    sim.assert_clean();
+}
+
+#[test]
+fn a_resync_during_catch_up_abandons_the_replay_and_goes_live() {
+    let mut sim = sim(config().send_queue_frames(2));
+    for _ in 0..5 {
+        sim.publish("e", None);
+    }
+    sim.auto_flush = false;
+    let conn = resume(&mut sim, &anchor(0));
+    assert_eq!(sim.clients[&conn].event_seqs(), [1, 2], "paced by its queue");
+    sim.flush(conn);
+    sim.publish_after_loss(2, "e"); // seq 8
+    sim.auto_flush = true;
+    sim.flush(conn);
+    let client = &sim.clients[&conn];
+    assert_eq!(client.event_seqs(), [1, 2, 3, 4, 8]);
+    assert_eq!(
+        client.resyncs(),
+        [("evicted".to_owned(), Some(anchor(4)))]
+    );
     sim.assert_clean();
 }
 
@@ -647,7 +752,7 @@ fn a_timeline_reads_as_a_transcript() {
 +0ms accept c1
 +0ms publish scan_started 1
 +0ms send c1 scan_started 1
-+1000ms send c1 heartbeat 2
++1000ms send c1 heartbeat 1
 +1000ms ping c1
 +1000ms send c1 pong";
     assert_eq!(sim.transcript(), expected);
@@ -677,7 +782,7 @@ fn the_replay_buffer_is_bounded_in_bytes_too() {
     for _ in 0..4 {
         sim.publish("e", None);
     }
-    assert_eq!(sim.hub.replay_len(), 2);
+    assert_eq!(sim.hub.metrics(sim.now).replay_held, 2);
     assert!(sim.hub.metrics(sim.now).replay_bytes <= size * 2);
     let conn = resume(&mut sim, &anchor(1));
     assert_eq!(resync_reason(&sim, conn).as_deref(), Some("evicted"));
@@ -686,7 +791,7 @@ fn the_replay_buffer_is_bounded_in_bytes_too() {
     // An event larger than the whole bound is never stored and counts as evicted.
     let big = "x".repeat(size * 2);
     sim.publish("big", Some(json!({ "pad": big })));
-    assert_eq!(sim.hub.replay_len(), 0);
+    assert_eq!(sim.hub.metrics(sim.now).replay_held, 0);
     let late = resume(&mut sim, &anchor(4));
     assert_eq!(resync_reason(&sim, late).as_deref(), Some("evicted"));
 }

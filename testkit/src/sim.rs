@@ -1,10 +1,12 @@
-//! A deterministic simulation of the hub and its clients, for tests and fuzzers.
+//! A deterministic simulation of the hub, the log that feeds it, and its clients.
 //!
-//! [`Sim`] owns a [`Hub`], a simulated clock and a model of every client: what it received,
-//! what its writer still holds, whether it was closed. Every output goes through
-//! [`Sim::drain`], which checks the hub's promises as it applies them and records a
-//! transcript (`+1500ms send c1 heartbeat 3`), so tests read like timelines and two runs of
-//! the same history can be compared line by line.
+//! [`Sim`] owns a [`Hub`], a simulated clock, a model of the ordered log that sequences
+//! events (the embedded sequencer, or a cluster's stream, which can also skip entries, repeat
+//! them or start a new epoch), and a model of every client: what it received, what its
+//! writer still holds, whether it was closed. Every output goes through [`Sim::drain`], which
+//! checks the hub's promises as it applies them and records a transcript
+//! (`+1500ms send c1 heartbeat 3`), so tests read like timelines and two runs of the same
+//! history can be compared line by line.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::fmt::Write as _;
@@ -12,10 +14,12 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use serde_json::Value;
+use time::OffsetDateTime;
 
-use crate::{
-    decide, CloseCode, ConnId, ConnParams, Decision, DisconnectCause, Epoch, Event, EventId,
-    EventType, HandshakeRequest, Hub, HubConfig, Input, Output,
+use ferret_ws_core::{
+    decide, Capacity, CloseCode, ConnId, ConnParams, Decision, Delivery, DisconnectCause, Epoch,
+    Event, EventId, EventType, HandshakeRequest, Hub, HubConfig, Input, Output, Seq,
+    SequencedEvent, Timestamp,
 };
 
 /// The epoch every simulation uses unless told otherwise.
@@ -31,8 +35,11 @@ pub struct Sim {
     pub now: Instant,
     /// Every client, also after it was removed.
     pub clients: BTreeMap<ConnId, Client>,
-    /// Every event published, in order: its seq and type.
-    pub published: Vec<(u64, String)>,
+    /// Every event the hub delivered, in order: its id and type (repeats the hub ignored
+    /// are not here).
+    pub published: Vec<(EventId, String)>,
+    /// The log's newest entry: the next event gets the seq after it, in its epoch.
+    pub log: EventId,
     /// One line per output, as offsets from `start`.
     pub transcript: Vec<String>,
     /// Promises the hub broke, in order; empty in a correct run.
@@ -40,8 +47,11 @@ pub struct Sim {
     /// Whether clients read promptly: after each drain, every client that is not stalled
     /// reports its frames flushed.
     pub auto_flush: bool,
-    /// Heartbeat ticks seen: the seq of each heartbeat.
-    pub heartbeats: Vec<u64>,
+    /// Heartbeat ticks seen: each tick's one frame (the shared allocation), in order of first
+    /// appearance.
+    pub heartbeats: Vec<Bytes>,
+    /// The wall-clock time of `start`, for the timestamps of the log's events.
+    wall: OffsetDateTime,
 }
 
 /// What one simulated client has seen.
@@ -67,8 +77,8 @@ pub struct Client {
     pub last_life: Option<Instant>,
     /// When it was accepted.
     pub accepted_at: Option<Instant>,
-    /// The hub's newest seq when it was accepted.
-    pub accepted_after: u64,
+    /// The hub's head when it was accepted.
+    pub accepted_head: Option<EventId>,
     /// Bytes of frames written to the socket but not yet flushed by the client, in order; a
     /// ping is 0 bytes.
     pub unflushed: VecDeque<usize>,
@@ -105,11 +115,22 @@ impl Client {
         self.frames.iter().map(|f| f.event_type.as_str()).collect()
     }
 
-    /// The seqs of received events (not heartbeats), in order.
+    /// The seqs of received events (not heartbeats or notices), in order.
     pub fn event_seqs(&self) -> Vec<u64> {
         self.stream()
-            .filter(|f| f.event_type != "heartbeat")
+            .filter(|f| !matches!(f.event_type.as_str(), "heartbeat" | "health_status"))
             .map(|f| f.id.expect("stream").seq.0)
+            .collect()
+    }
+
+    /// The `resync_required` frames received, as (reason, last_event_id).
+    pub fn resyncs(&self) -> Vec<(String, Option<String>)> {
+        self.of_type("resync_required")
+            .map(|f| {
+                let reason = f.payload["reason"].as_str().unwrap_or_default().to_owned();
+                let last = f.payload["last_event_id"].as_str().map(str::to_owned);
+                (reason, last)
+            })
             .collect()
     }
 
@@ -135,6 +156,8 @@ impl Sim {
             now: start,
             clients: BTreeMap::new(),
             published: Vec::new(),
+            log: EventId::start(epoch),
+            wall,
             transcript: Vec::new(),
             violations: Vec::new(),
             auto_flush: true,
@@ -153,7 +176,7 @@ impl Sim {
             query: Some(query),
             ..Default::default()
         };
-        match decide(self.hub.config(), &request, true) {
+        match decide(self.hub.config(), &request, Capacity::Free) {
             Decision::Accept(params) => self.accept(params),
             other => panic!("handshake {query:?} not accepted: {other:?}"),
         }
@@ -161,31 +184,105 @@ impl Sim {
 
     /// Registers a client with these parameters.
     pub fn accept(&mut self, params: ConnParams) -> ConnId {
-        let accepted_after = self.hub.last_seq().0;
+        let accepted_head = self.hub.head();
         let id = self.hub.accept(self.now, params);
         let client = self.clients.entry(id).or_default();
         client.last_life = Some(self.now);
         client.accepted_at = Some(self.now);
-        client.accepted_after = accepted_after;
+        client.accepted_head = Some(accepted_head);
         self.line(format_args!("accept {id}"));
         self.drain();
         id
     }
 
-    /// Publishes an event of this type and payload (`{}` if `None`).
+    /// Publishes an event of this type and payload (`{}` if `None`): the log gives it the
+    /// next seq, and the hub delivers it.
     pub fn publish(&mut self, name: &str, payload: Option<Value>) -> EventId {
+        self.log_publish(1, name, payload)
+    }
+
+    /// Publishes an application's event as it is (payload, correlation id).
+    pub fn publish_event(&mut self, event: Event) -> EventId {
+        self.log = EventId {
+            epoch: self.log.epoch,
+            seq: Seq(self.log.seq.0 + 1),
+        };
+        let id = self.log;
+        let at = Timestamp::new(self.wall).after(self.now.duration_since(self.start));
+        let name = event.event_type().as_str().to_owned();
+        let delivery = self.hub.deliver(self.now, event.sequence(id, at));
+        if matches!(delivery, Delivery::Delivered | Delivery::Resynced(_)) {
+            self.published.push((id, name.clone()));
+        }
+        self.line(format_args!("publish {name} {}", id.seq.0));
+        self.drain();
+        id
+    }
+
+    /// The log loses `lost` entries before this node reads them, then sequences the event.
+    pub fn publish_after_loss(&mut self, lost: u64, name: &str) -> EventId {
+        self.log_publish(1 + lost, name, None)
+    }
+
+    /// The log starts afresh in `epoch` (it was lost and recreated), then sequences the
+    /// event, `lost` entries after the new epoch's start.
+    pub fn publish_in_new_epoch(&mut self, epoch: Epoch, lost: u64, name: &str) -> EventId {
+        self.log = EventId::start(epoch);
+        self.log_publish(1 + lost, name, None)
+    }
+
+    /// The log hands the hub an event of its epoch it delivered before (the `back`-th
+    /// newest): a repeat, which the hub must ignore. (An event of another epoch is always
+    /// taken for a new epoch: epochs are random, so there is no "older" one.)
+    pub fn repeat(&mut self, back: usize) -> Option<Delivery> {
+        let epoch = self.hub.epoch();
+        let (id, name) = self
+            .published
+            .iter()
+            .rev()
+            .filter(|(id, _)| id.epoch == epoch)
+            .nth(back)?
+            .clone();
+        let event = self.sequenced(id, &name, None);
+        let delivery = self.hub.deliver(self.now, event);
+        self.line(format_args!("repeat {name} {}", id.seq.0));
+        self.drain();
+        Some(delivery)
+    }
+
+    /// Hands the hub the event `id` of this type, as a log would.
+    pub fn deliver(&mut self, id: EventId, name: &str, payload: Option<Value>) -> Delivery {
+        let event = self.sequenced(id, name, payload);
+        let delivery = self.hub.deliver(self.now, event);
+        if matches!(delivery, Delivery::Delivered | Delivery::Resynced(_)) {
+            self.published.push((id, name.to_owned()));
+        }
+        self.line(format_args!("publish {name} {}", id.seq.0));
+        self.drain();
+        delivery
+    }
+
+    fn log_publish(&mut self, step: u64, name: &str, payload: Option<Value>) -> EventId {
+        self.log = EventId {
+            epoch: self.log.epoch,
+            seq: Seq(self.log.seq.0 + step),
+        };
+        let id = self.log;
+        let delivery = self.deliver(id, name, payload);
+        assert!(
+            !matches!(delivery, Delivery::Stale),
+            "the hub took the log's next event {id} for a repeat"
+        );
+        id
+    }
+
+    fn sequenced(&self, id: EventId, name: &str, payload: Option<Value>) -> SequencedEvent {
         let mut event = Event::new(EventType::new(name).expect("valid type"));
         if let Some(Value::Object(map)) = payload {
             event = event.with_payload(map);
         }
-        let id = self
-            .hub
-            .publish(self.now, event)
-            .expect("hub accepts events");
-        self.published.push((id.seq.0, name.to_owned()));
-        self.line(format_args!("publish {name} {}", id.seq.0));
-        self.drain();
-        id
+        let at = Timestamp::new(self.wall).after(self.now.duration_since(self.start));
+        event.sequence(id, at)
     }
 
     /// The client sends a text message.
@@ -341,6 +438,10 @@ impl Sim {
             | Output::Ping { conn }
             | Output::Close { conn, .. }
             | Output::Abort { conn } => *conn,
+            other => {
+                self.violations.push(format!("an output the simulation does not know: {other:?}"));
+                return;
+            }
         };
         let Some(client) = self.clients.get_mut(&conn) else {
             self.violations.push(format!(
@@ -359,23 +460,21 @@ impl Sim {
                 client.unflushed.push_back(frame.len());
                 match decode(&frame) {
                     Ok(decoded) => {
-                        if let Some(id) = decoded.id {
-                            if let Some(prev) = client.frames.iter().rev().find_map(|f| f.id) {
-                                if id.seq <= prev.seq {
-                                    self.violations.push(format!(
-                                        "{conn}: seq {} after {}",
-                                        id.seq.0, prev.seq.0
-                                    ));
-                                }
-                            }
+                        if let Some(broken) = stream_order(client, &decoded) {
+                            self.violations.push(format!("{conn}: {broken}"));
                         }
                         let _ = write!(line, "send {conn} {}", decoded.event_type);
                         if let Some(id) = decoded.id {
                             let _ = write!(line, " {}", id.seq.0);
-                            if decoded.event_type == "heartbeat"
-                                && self.heartbeats.last() != Some(&id.seq.0)
-                            {
-                                self.heartbeats.push(id.seq.0);
+                            // A tick's frame is one allocation shared by every recipient (its
+                            // bytes may repeat: timestamps hold still after a clock step back).
+                            let tick_seen = self
+                                .heartbeats
+                                .iter()
+                                .rev()
+                                .any(|beat| beat.as_ptr() == frame.as_ptr());
+                            if decoded.event_type == "heartbeat" && !tick_seen {
+                                self.heartbeats.push(frame.clone());
                             }
                         }
                         client.frames.push(decoded);
@@ -402,6 +501,7 @@ impl Sim {
                 client.unflushed.clear();
                 let _ = write!(line, "abort {conn}");
             }
+            _ => unreachable!("unknown outputs are reported above"),
         }
         if client.unflushed.len() > max_queued {
             self.violations.push(format!(
@@ -420,6 +520,35 @@ impl Sim {
         let line = format!("+{}ms {what}", self.elapsed_ms());
         self.transcript.push(line);
     }
+}
+
+/// Whether `next` keeps the stream order of what `client` received so far: events strictly
+/// increase and no stream frame names a lower seq than an earlier one, within an epoch; a
+/// move to another epoch comes only after a `resync_required` (since the last stream frame).
+fn stream_order(client: &Client, next: &Frame) -> Option<String> {
+    let id = next.id?;
+    let event = !matches!(next.event_type.as_str(), "heartbeat" | "health_status");
+    let prev = client.frames.iter().rev().find_map(|f| f.id)?;
+    if prev.epoch != id.epoch {
+        let after_resync = client
+            .frames
+            .iter()
+            .rev()
+            .take_while(|f| f.id.is_none())
+            .any(|f| f.event_type == "resync_required");
+        return (!after_resync).then(|| format!("epoch {} after {} without a resync", id.epoch, prev.epoch));
+    }
+    let last_event = client
+        .frames
+        .iter()
+        .rev()
+        .filter(|f| f.id.is_some_and(|i| i.epoch == id.epoch))
+        .find(|f| !matches!(f.event_type.as_str(), "heartbeat" | "health_status"))
+        .and_then(|f| f.id);
+    if event && last_event.is_some_and(|last| id.seq <= last.seq) {
+        return Some(format!("event {id} after event {}", last_event.expect("checked")));
+    }
+    (id.seq < prev.seq).then(|| format!("{} {id} after {prev}", next.event_type))
 }
 
 /// Decodes an envelope and checks its shape: five keys in contract order, a valid timestamp
@@ -445,6 +574,7 @@ pub fn decode(frame: &[u8]) -> Result<Frame, String> {
         _ => return Err("event_id".into()),
     };
     let control = ["pong", "subscribed", "error", "resync_required"].contains(&event_type.as_str());
+    // Control frames and the stream are told apart by `event_id` alone.
     if control == id.is_some() {
         return Err(format!("{event_type} with event_id {id:?}"));
     }
