@@ -4,8 +4,7 @@
 use std::time::{Duration, Instant};
 
 use ferret_ws_core::{
-    Admission, Admit, Epoch, Event, EventType, HandshakeRequest, Hub, HubConfig, Output,
-    Sequencer,
+    Admission, Admit, Epoch, Event, EventType, HandshakeRequest, Hub, HubConfig, Output, Sequencer,
 };
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

@@ -103,7 +103,10 @@ mod tests {
         };
         let mut queue = SendQueue::default();
         let big = Bytes::from(vec![b'x'; 100]);
-        assert!(queue.try_push(&big, limits), "one frame fits an empty queue");
+        assert!(
+            queue.try_push(&big, limits),
+            "one frame fits an empty queue"
+        );
         assert!(!queue.try_push(&Bytes::from_static(b"x"), limits), "bytes");
         queue.flushed(1, 100);
         assert!(queue.try_push(&Bytes::from_static(b"abc"), limits));

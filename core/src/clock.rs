@@ -36,7 +36,9 @@ impl WallClock {
     /// timestamp already handed out.
     pub(crate) fn at(&mut self, now: Instant) -> Timestamp {
         let (origin, wall) = self.origin;
-        let at = wall.after(now.saturating_duration_since(origin)).max(self.last);
+        let at = wall
+            .after(now.saturating_duration_since(origin))
+            .max(self.last);
         self.last = at;
         at
     }

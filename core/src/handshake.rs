@@ -367,7 +367,10 @@ mod tests {
             .build()
             .unwrap();
         assert_eq!(rejected(decide(&cfg, &request(""), Capacity::Free)).0, 4401);
-        assert_eq!(rejected(decide(&cfg, &request("token=nope"), Capacity::Free)).0, 4401);
+        assert_eq!(
+            rejected(decide(&cfg, &request("token=nope"), Capacity::Free)).0,
+            4401
+        );
         accepted(decide(&cfg, &request("token=s3cret"), Capacity::Free));
         let header = HandshakeRequest {
             authorization: Some("Bearer s3cret"),
@@ -387,7 +390,11 @@ mod tests {
         let (code, reason) = rejected(decide(&cfg, &request("types=a,,b"), Capacity::Free));
         assert_eq!(code, 4400);
         assert!(reason.starts_with("types:"), "{reason}");
-        let (code, reason) = rejected(decide(&cfg, &request("subscribe_token=xyz"), Capacity::Free));
+        let (code, reason) = rejected(decide(
+            &cfg,
+            &request("subscribe_token=xyz"),
+            Capacity::Free,
+        ));
         assert_eq!(code, 4400);
         assert!(reason.starts_with("subscribe_token:"), "{reason}");
         let (code, reason) = rejected(decide(&cfg, &request("types=a&types=b"), Capacity::Free));
@@ -422,7 +429,9 @@ mod tests {
             ..request("last_event_id=bbbbbbbb-2")
         };
         assert_eq!(
-            accepted(decide(&cfg, &both, Capacity::Free)).anchor.as_deref(),
+            accepted(decide(&cfg, &both, Capacity::Free))
+                .anchor
+                .as_deref(),
             Some("bbbbbbbb-2")
         );
         let header = HandshakeRequest {
@@ -430,7 +439,9 @@ mod tests {
             ..request("")
         };
         assert_eq!(
-            accepted(decide(&cfg, &header, Capacity::Free)).anchor.as_deref(),
+            accepted(decide(&cfg, &header, Capacity::Free))
+                .anchor
+                .as_deref(),
             Some("aaaaaaaa-1")
         );
         let empty = HandshakeRequest {

@@ -256,8 +256,15 @@ mod tests {
         assert_eq!(reason("00000000-1"), Some(ResyncReason::UnknownEpoch));
         assert_eq!(reason(&anchor(6)), Some(ResyncReason::Ahead));
         assert_eq!(reason(&anchor(5)), None);
-        assert_eq!(reason(&anchor(0)), None, "from the first event of the epoch");
-        assert_eq!(reason(&format!(" {}", anchor(5))), Some(ResyncReason::Invalid));
+        assert_eq!(
+            reason(&anchor(0)),
+            None,
+            "from the first event of the epoch"
+        );
+        assert_eq!(
+            reason(&format!(" {}", anchor(5))),
+            Some(ResyncReason::Invalid)
+        );
         assert_eq!(
             buffer.resume(None, head),
             Resume {

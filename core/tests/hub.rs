@@ -274,7 +274,11 @@ fn heartbeat_ids_are_valid_anchors() {
         .unwrap()
         .id
         .unwrap();
-    assert_eq!(heartbeat.to_string(), format!("{SIM_EPOCH}-0"), "no event yet");
+    assert_eq!(
+        heartbeat.to_string(),
+        format!("{SIM_EPOCH}-0"),
+        "no event yet"
+    );
     sim.publish("after_heartbeat", None);
     let resumed = resume(&mut sim, &heartbeat.to_string());
     assert_eq!(resync_reason(&sim, resumed), None);
@@ -727,17 +731,18 @@ fn a_resync_during_catch_up_abandons_the_replay_and_goes_live() {
     }
     sim.auto_flush = false;
     let conn = resume(&mut sim, &anchor(0));
-    assert_eq!(sim.clients[&conn].event_seqs(), [1, 2], "paced by its queue");
+    assert_eq!(
+        sim.clients[&conn].event_seqs(),
+        [1, 2],
+        "paced by its queue"
+    );
     sim.flush(conn);
     sim.publish_after_loss(2, "e"); // seq 8
     sim.auto_flush = true;
     sim.flush(conn);
     let client = &sim.clients[&conn];
     assert_eq!(client.event_seqs(), [1, 2, 3, 4, 8]);
-    assert_eq!(
-        client.resyncs(),
-        [("evicted".to_owned(), Some(anchor(4)))]
-    );
+    assert_eq!(client.resyncs(), [("evicted".to_owned(), Some(anchor(4)))]);
     sim.assert_clean();
 }
 

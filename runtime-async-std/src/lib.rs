@@ -49,7 +49,7 @@ use futures::io::{AsyncRead, AsyncWrite};
 pub use ferret_ws_core as core;
 pub use ferret_ws_runtime::*;
 
-use ferret_ws_core::HubConfig;
+use ferret_ws_core::{Epoch, HubConfig};
 
 /// The async-std [`Runtime`]: `async_std::task::spawn`, the std clock and async-std timers.
 #[derive(Debug, Clone, Copy, Default)]
@@ -81,22 +81,37 @@ pub fn start(config: HubConfig) -> HubHandle {
     start_on(AsyncStd, config)
 }
 
+/// As [`start`], with an epoch chosen by the caller (fresh for every start).
+pub fn start_with_epoch(config: HubConfig, epoch: Epoch) -> HubHandle {
+    start_with_epoch_on(AsyncStd, config, epoch)
+}
+
 /// Serves `/ws` on `listener` until the hub has finished shutting down
 /// ([`HubHandle::shutdown`]), then returns.
 ///
-/// Each connection gets the handshake (HTTP 403/503 before upgrading, 4400/4401 as a close
-/// frame after it), then a reader and a writer task.
+/// Each connection gets the handshake (HTTP 403/429/503 before upgrading, 4400/4401 as a
+/// close frame after it; an accepted one is registered before its 101), then a reader and a
+/// writer task.
 pub async fn serve(listener: TcpListener, hub: HubHandle) -> io::Result<()> {
     let port = listener.local_addr()?.port();
     let incoming = futures::stream::unfold(listener, |listener| async move {
-        let accepted = listener.accept().await.map(|(stream, _)| {
+        let accepted = listener.accept().await.map(|(stream, peer)| {
             // Small frames must not wait for Nagle's algorithm; failing to set it is harmless.
             let _ = stream.set_nodelay(true);
-            stream
+            (stream, Some(peer.ip()))
         });
         Some((accepted, listener))
     });
     serve_incoming_on(AsyncStd, hub, Some(port), Box::pin(incoming)).await
+}
+
+/// Serves a connection that a host framework has already upgraded after it
+/// [registered](HubHandle::register) the connection, before sending the 101.
+pub async fn serve_registered<S>(hub: &HubHandle, stream: S, registration: Registration)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    serve_registered_on(&AsyncStd, hub, stream, registration).await;
 }
 
 /// Serves a connection that a host framework has already upgraded, with the [`Admission`]

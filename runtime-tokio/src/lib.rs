@@ -40,9 +40,10 @@
 //! ```
 //!
 //! Behind a host framework that does the HTTP upgrade itself (hyper, axum), call
-//! [`HubHandle::admit`] in the `/ws` handler, answer a [`Admission::Refuse`] with its HTTP
-//! status, otherwise answer `101 Switching Protocols` and hand the upgraded stream to
-//! [`serve_upgraded`].
+//! [`HubHandle::admit`] in the `/ws` handler and answer a [`Admission::Refuse`] with its HTTP
+//! status; for [`Admission::Accept`], [`HubHandle::register`] the ticket, answer
+//! `101 Switching Protocols` and hand the upgraded stream to [`serve_registered`]; for
+//! [`Admission::Reject`], answer 101 and hand it to [`serve_upgraded`].
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
@@ -57,7 +58,7 @@ use tokio::net::TcpListener;
 pub use ferret_ws_core as core;
 pub use ferret_ws_runtime::*;
 
-use ferret_ws_core::HubConfig;
+use ferret_ws_core::{Epoch, HubConfig};
 
 /// The tokio [`Runtime`]: `tokio::spawn`, tokio's clock (so that paused-time tests work) and
 /// its timers. Must be used from within a tokio runtime.
@@ -93,22 +94,39 @@ pub fn start(config: HubConfig) -> HubHandle {
     start_on(Tokio, config)
 }
 
+/// As [`start`], with an epoch chosen by the caller (fresh for every start).
+pub fn start_with_epoch(config: HubConfig, epoch: Epoch) -> HubHandle {
+    start_with_epoch_on(Tokio, config, epoch)
+}
+
 /// Serves `/ws` on `listener` until the hub has finished shutting down
 /// ([`HubHandle::shutdown`]), then returns.
 ///
-/// Each connection gets the handshake (HTTP 403/503 before upgrading, 4400/4401 as a close
-/// frame after it), then a reader and a writer task.
+/// Each connection gets the handshake (HTTP 403/429/503 before upgrading, 4400/4401 as a
+/// close frame after it; an accepted one is registered before its 101), then a reader and a
+/// writer task.
 pub async fn serve(listener: TcpListener, hub: HubHandle) -> io::Result<()> {
     let port = listener.local_addr()?.port();
     let incoming = futures::stream::unfold(listener, |listener| async move {
-        let accepted = listener.accept().await.map(|(stream, _)| {
+        let accepted = listener.accept().await.map(|(stream, peer)| {
             // Small frames must not wait for Nagle's algorithm; failing to set it is harmless.
             let _ = stream.set_nodelay(true);
-            TokioAdapter::new(stream)
+            (TokioAdapter::new(stream), Some(peer.ip()))
         });
         Some((accepted, listener))
     });
     serve_incoming_on(Tokio, hub, Some(port), Box::pin(incoming)).await
+}
+
+/// Serves a connection that a host framework has already upgraded (for axum:
+/// `hyper_util::rt::TokioIo<hyper::upgrade::Upgraded>`) after it [registered](HubHandle::register)
+/// the connection, before sending the 101. Runs its reader (in this task) and writer
+/// (spawned) until the connection ends.
+pub async fn serve_registered<S>(hub: &HubHandle, stream: S, registration: Registration)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    serve_registered_on(&Tokio, hub, TokioAdapter::new(stream), registration).await;
 }
 
 /// Serves a connection that a host framework has already upgraded (for axum:

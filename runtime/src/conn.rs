@@ -29,7 +29,7 @@ use async_tungstenite::tungstenite::protocol::frame::{CloseFrame, Utf8Bytes};
 use async_tungstenite::tungstenite::{Error as WsError, Message};
 use async_tungstenite::{WebSocketReceiver, WebSocketSender, WebSocketStream};
 
-use crate::handle::{HubHandle, Slot, Ticket};
+use crate::handle::{HubHandle, Registered, Registration, Slot};
 use crate::hub_task::Command;
 use crate::Runtime;
 
@@ -56,6 +56,18 @@ pub(crate) struct ConnEntry {
 }
 
 impl ConnEntry {
+    pub(crate) fn new(
+        queue: mpsc::Sender<WriterCmd>,
+        reader: AbortHandle,
+        writer: AbortHandle,
+    ) -> ConnEntry {
+        ConnEntry {
+            queue,
+            reader,
+            writer,
+        }
+    }
+
     /// Stops both tasks at once; the socket is dropped without a close handshake.
     pub(crate) fn abort(self) {
         self.reader.abort();
@@ -72,9 +84,9 @@ enum WriterEnd<S> {
     Failed,
 }
 
-/// Starts serving an upgraded, accepted connection: registers it with the hub and spawns its
-/// writer; returns its reader, for the caller to run until the connection ends (`None` if the
-/// hub task is gone).
+/// Starts serving an upgraded connection that was registered before its 101: spawns its
+/// writer and returns its reader, for the caller to run until the connection ends (`None`
+/// if the hub task is gone).
 ///
 /// The caller runs this setup boxed and then awaits the reader inline, so that a
 /// connection's task holds the reader's state only, not the setup's as well.
@@ -82,23 +94,22 @@ pub(crate) async fn start<R, S>(
     runtime: &R,
     hub: &HubHandle,
     ws: WebSocketStream<S>,
-    ticket: Ticket,
+    mut registration: Registration,
 ) -> Option<impl Future<Output = ()> + Send + 'static>
 where
     R: Runtime,
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let Ticket { params, slot } = ticket;
-    let (queue, queued) = mpsc::channel(hub.queue_capacity());
-    let (reader_abort, reader_registration) = AbortHandle::new_pair();
-    let (writer_abort, writer_registration) = AbortHandle::new_pair();
-    let entry = ConnEntry {
-        queue,
-        reader: reader_abort,
-        writer: writer_abort.clone(),
-    };
-    // `None`: the hub task is gone; dropping the socket is all there is to do.
-    let conn = hub.register(params, entry).await?;
+    let Registered {
+        id,
+        queued,
+        reader: reader_registration,
+        writer: writer_registration,
+        writer_abort,
+        slot,
+    } = registration.parts.take()?;
+    // `Err`: the hub task is gone; dropping the socket is all there is to do.
+    let conn = id.await.ok()?;
     let (sink, stream) = ws.split();
     let (writer_done, writer_end) = oneshot::channel();
     let writer = write_half(conn, sink, queued, hub.commands(), writer_done);
@@ -134,6 +145,9 @@ async fn read_half<S>(
     let mut sink = None;
     // The code of the client's close frame, once one arrived.
     let mut peer_close: Option<Option<CloseCode>> = None;
+    // Whether the hub's close frame went out before the client's arrived: its answer then
+    // finishes the close the hub asked for.
+    let mut closed_by_us = false;
     let end = loop {
         let next = match &mut writer_end {
             Some(end) => match select(stream.next(), end).await {
@@ -152,6 +166,9 @@ async fn read_half<S>(
             Err(Ok(WriterEnd::Closed(half))) => {
                 writer_end = None;
                 sink = Some(half);
+                if peer_close.is_none() {
+                    closed_by_us = true;
+                }
                 continue;
             }
             // After the client's close, a failed write (sending after closing) is expected:
@@ -201,9 +218,10 @@ async fn read_half<S>(
     }
     writer.abort();
     drop(slot); // free before reporting, so that "the hub forgot it" implies "the slot is free"
-    let cause = match peer_close {
-        Some(code) => DisconnectCause::Closed(code),
-        None => DisconnectCause::Lost,
+    let cause = match (peer_close, closed_by_us) {
+        (Some(_), true) => DisconnectCause::Finished,
+        (Some(code), false) => DisconnectCause::Closed(code),
+        (None, _) => DisconnectCause::Lost,
     };
     let _ = commands
         .send(Command::Input(Input::Disconnected { conn, cause }))

@@ -1,19 +1,19 @@
-//! The application's side of a running hub: publish, read counters, admit handshakes, shut
-//! down.
+//! The application's side of a running hub: publish, read counters, admit and register
+//! handshakes, shut down.
 
-use std::collections::BTreeMap;
 use std::fmt;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use ferret_ws_core::{
-    decide, ConnId, ConnParams, Decision, Epoch, Event, EventId, HandshakeRequest, HubConfig,
-    Input, Metrics, PublishError, Refusal, Rejection,
+    Admit, ConnId, ConnParams, Epoch, Event, EventId, HandshakeRequest, HubConfig, IdempotencyKey,
+    Metrics, Refusal, Rejection,
 };
 use futures::channel::{mpsc, oneshot};
+use futures::future::{AbortHandle, AbortRegistration};
 use futures::SinkExt;
 
-use crate::conn::ConnEntry;
+use crate::conn::{ConnEntry, WriterCmd};
 use crate::hub_task::Command;
 
 /// A cloneable, `Send + Sync` handle to a running hub task.
@@ -27,77 +27,86 @@ pub struct HubHandle {
     shared: Arc<Shared>,
 }
 
-/// What the handle and the connection tasks share without going through the hub task.
+/// Why an event was not published.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum PublishError {
+    /// The hub is shutting down; nothing new is sent. Answer 503.
+    ShuttingDown,
+    /// The hub task is gone: it panicked (a bug, logged with its message). Answer 503; the
+    /// process needs a restart.
+    HubGone,
+}
+
+impl fmt::Display for PublishError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            PublishError::ShuttingDown => "the hub is shutting down",
+            PublishError::HubGone => "the hub task has stopped",
+        })
+    }
+}
+
+impl std::error::Error for PublishError {}
+
+/// What the handle, the connection tasks and the hub task share without a round trip.
 pub(crate) struct Shared {
     config: HubConfig,
-    epoch: Epoch,
     /// The writer queue capacity: [`ferret_ws_core::Hub::max_queued_outputs`].
     queue_capacity: usize,
-    /// Connection slots taken by admitted handshakes that are not yet gone.
-    slots: AtomicUsize,
-    /// HTTP refusals not yet reported to the hub (for its metrics), by status. `admit` is
-    /// synchronous and must not wait on the hub's channel, so it counts here and the hub task
-    /// collects the counts at its next wake-up.
-    refused: Mutex<BTreeMap<u16, u64>>,
-    refused_pending: AtomicBool,
+    /// The handshake decision and the connection slots (the core's; held here because
+    /// handshakes are decided in the connections' own tasks).
+    admission: Mutex<ferret_ws_core::Admission>,
+    /// The newest event delivered, as the hub task last published it.
+    head: Mutex<EventId>,
+    /// Set when the hub task ended without a shutdown (it panicked).
+    dead: AtomicBool,
 }
 
 impl Shared {
-    pub(crate) fn new(config: HubConfig, epoch: Epoch, queue_capacity: usize) -> Shared {
+    pub(crate) fn new(config: HubConfig, head: EventId, queue_capacity: usize) -> Shared {
         Shared {
+            admission: Mutex::new(ferret_ws_core::Admission::new(&config)),
             config,
-            epoch,
             queue_capacity,
-            slots: AtomicUsize::new(0),
-            refused: Mutex::new(BTreeMap::new()),
-            refused_pending: AtomicBool::new(false),
+            head: Mutex::new(head),
+            dead: AtomicBool::new(false),
         }
     }
 
-    /// Takes the refusals counted since the last call.
-    pub(crate) fn take_refused(&self) -> BTreeMap<u16, u64> {
-        if !self.refused_pending.swap(false, Ordering::AcqRel) {
-            return BTreeMap::new();
-        }
-        std::mem::take(&mut *self.refused.lock().unwrap_or_else(PoisonError::into_inner))
-    }
-
-    fn count_refused(&self, status: u16) {
-        *self
-            .refused
+    pub(crate) fn admission(&self) -> MutexGuard<'_, ferret_ws_core::Admission> {
+        // The lock is only held for short, non-panicking calls; a poisoned one is still sound.
+        self.admission
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .entry(status)
-            .or_default() += 1;
-        self.refused_pending.store(true, Ordering::Release);
     }
 
-    fn try_reserve(self: &Arc<Self>) -> Option<Slot> {
-        let max = self.config.max_connections();
-        self.slots
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
-                (n < max).then_some(n + 1)
-            })
-            .ok()
-            .map(|_| Slot(Arc::clone(self)))
+    pub(crate) fn set_head(&self, head: EventId) {
+        *self.head.lock().unwrap_or_else(PoisonError::into_inner) = head;
+    }
+
+    pub(crate) fn mark_dead(&self) {
+        self.dead.store(true, Ordering::Release);
     }
 }
 
 /// The outcome of [`HubHandle::admit`]: the core's handshake decision, with a connection
-/// slot reserved for an accepted one.
+/// slot held for an upgrade.
 #[derive(Debug)]
 pub enum Admission {
-    /// Upgrade, then serve the connection with this ticket.
+    /// Upgrade, then serve the connection with this ticket (register it before sending the
+    /// 101: [`HubHandle::register`]).
     Accept(Ticket),
-    /// Do not upgrade: answer with this HTTP status (403 or 503), and for 503 a
+    /// Do not upgrade: answer with this HTTP status (403, 429 or 503), and for 429 and 503 a
     /// `Retry-After` header.
     Refuse(Refusal),
-    /// Upgrade, then send this close frame (4400 or 4401) and end the connection.
-    Reject(Rejection),
+    /// Upgrade, then send this close frame (4400 or 4401) and end the connection. The slot is
+    /// held until the socket is gone.
+    Reject(Rejection, Slot),
 }
 
-/// An accepted handshake: the connection's parameters and its reserved slot, which is given
-/// back when the connection (or the ticket, if it is never used) is dropped.
+/// An accepted handshake: the connection's parameters and its slot, which is given back when
+/// the connection (or the ticket, if it is never used) is dropped.
 pub struct Ticket {
     pub(crate) params: ConnParams,
     pub(crate) slot: Slot,
@@ -118,12 +127,57 @@ impl fmt::Debug for Ticket {
     }
 }
 
-/// One of the `max_connections` slots; released on drop.
-pub(crate) struct Slot(Arc<Shared>);
+/// One of the `max_connections` slots; given back to the admission on drop.
+pub struct Slot {
+    shared: Arc<Shared>,
+    slot: Option<ferret_ws_core::Slot>,
+}
 
 impl Drop for Slot {
     fn drop(&mut self) {
-        self.0.slots.fetch_sub(1, Ordering::AcqRel);
+        if let Some(slot) = self.slot.take() {
+            self.shared.admission().release(slot);
+        }
+    }
+}
+
+impl fmt::Debug for Slot {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Slot").finish_non_exhaustive()
+    }
+}
+
+/// A connection registered with the hub, waiting for its upgraded stream
+/// ([`HubHandle::register`]). Every event delivered after the registration reaches it.
+/// Dropped unused (the upgrade failed), it reports the connection gone.
+pub struct Registration {
+    /// Taken when the connection is served.
+    pub(crate) parts: Option<Registered>,
+    commands: mpsc::Sender<Command>,
+}
+
+/// What serving a registered connection needs.
+pub(crate) struct Registered {
+    pub(crate) id: oneshot::Receiver<ConnId>,
+    pub(crate) queued: mpsc::Receiver<WriterCmd>,
+    pub(crate) reader: AbortRegistration,
+    pub(crate) writer: AbortRegistration,
+    pub(crate) writer_abort: AbortHandle,
+    pub(crate) slot: Slot,
+}
+
+impl Drop for Registration {
+    fn drop(&mut self) {
+        if let Some(Registered { id, .. }) = self.parts.take() {
+            // Unused: the hub must forget the connection. A fresh sender always has room.
+            let _ = self.commands.clone().try_send(Command::Abandon { id });
+        }
+    }
+}
+
+impl fmt::Debug for Registration {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Registration").finish_non_exhaustive()
     }
 }
 
@@ -135,19 +189,43 @@ impl HubHandle {
     /// Publishes an event to every connection whose filter it passes.
     ///
     /// Returns once the hub has sequenced it (its id is final and it is in the replay
-    /// buffer); it never waits on a WebSocket client. Fails with
-    /// [`PublishError::ShuttingDown`] once shutdown has begun.
+    /// buffer); it never waits on a WebSocket client.
     pub async fn publish(&self, event: Event) -> Result<EventId, PublishError> {
-        self.ask(|reply| Command::Publish { event, reply })
-            .await
-            .unwrap_or(Err(PublishError::ShuttingDown))
+        self.publish_inner(event, None).await
     }
 
-    /// The hub's counters and gauges, as of now.
+    /// Publishes an event at most once per `key` within the replay TTL: a repeat returns the
+    /// first publish's id and sends nothing.
+    pub async fn publish_once(
+        &self,
+        event: Event,
+        key: IdempotencyKey,
+    ) -> Result<EventId, PublishError> {
+        self.publish_inner(event, Some(key)).await
+    }
+
+    async fn publish_inner(
+        &self,
+        event: Event,
+        key: Option<IdempotencyKey>,
+    ) -> Result<EventId, PublishError> {
+        self.ask(|reply| Command::Publish { event, key, reply })
+            .await
+            .unwrap_or(Err(PublishError::HubGone))
+    }
+
+    /// The hub's counters and gauges, as of now (all zero if the hub task is gone: see
+    /// [`HubHandle::is_alive`]).
     pub async fn metrics(&self) -> Metrics {
         self.ask(|reply| Command::Metrics { reply })
             .await
             .unwrap_or_default()
+    }
+
+    /// Whether the hub task is running: `false` once it stopped without a shutdown (it
+    /// panicked; the panic was logged). Readiness checks report it.
+    pub fn is_alive(&self) -> bool {
+        !self.shared.dead.load(Ordering::Acquire)
     }
 
     /// The hub's configuration.
@@ -155,31 +233,74 @@ impl HubHandle {
         &self.shared.config
     }
 
-    /// This run's epoch (random at every start).
+    /// The epoch of the events being delivered (random at every start of the embedded hub).
     pub fn epoch(&self) -> Epoch {
-        self.shared.epoch
+        self.head().epoch
     }
 
-    /// Decides a `/ws` handshake ([`ferret_ws_core::decide`]), reserving a connection slot
-    /// (an atomic counter against `max_connections`) for an accepted one.
+    /// The newest event delivered (`<epoch>-0` before the first): the `X-Event-Head` of an
+    /// HTTP response. A client that renders state read after this call and then resumes
+    /// from this id misses nothing.
+    pub fn head(&self) -> EventId {
+        *self
+            .shared
+            .head
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Decides a `/ws` handshake (the core's [`ferret_ws_core::Admission`]), holding a
+    /// connection slot for an upgrade.
     ///
-    /// Refusals are counted for the hub's metrics. Call it from the upgrade handler, with
-    /// `local_port` set to the port the server listens on; then answer
-    /// [`Admission::Refuse`] with its HTTP status yourself, and hand the upgraded stream and
-    /// the admission to the adapter's `serve_upgraded`.
+    /// Call it from the upgrade handler, with `local_port` set to the port the server listens
+    /// on and `peer` to the client's address; then answer [`Admission::Refuse`] with its HTTP
+    /// status yourself. For [`Admission::Accept`], [`register`](HubHandle::register) the
+    /// ticket before sending `101 Switching Protocols`, then hand the upgraded stream to the
+    /// adapter's `serve_registered`; for [`Admission::Reject`], to `serve_upgraded`.
     pub fn admit(&self, request: &HandshakeRequest<'_>) -> Admission {
-        let slot = self.shared.try_reserve();
-        match decide(&self.shared.config, request, slot.is_some()) {
-            Decision::Accept(params) => match slot {
-                Some(slot) => Admission::Accept(Ticket { params, slot }),
-                // `decide` accepts only when told there is room.
-                None => unreachable!("decide accepted without a free slot"),
-            },
-            Decision::Refuse(refusal) => {
-                self.shared.count_refused(refusal.status);
-                Admission::Refuse(refusal)
-            }
-            Decision::Reject(rejection) => Admission::Reject(rejection),
+        let admitted = self.shared.admission().admit(request);
+        let slot = |slot| Slot {
+            shared: Arc::clone(&self.shared),
+            slot: Some(slot),
+        };
+        match admitted {
+            Admit::Accept(params, held) => Admission::Accept(Ticket {
+                params,
+                slot: slot(held),
+            }),
+            Admit::Reject(rejection, held) => Admission::Reject(rejection, slot(held)),
+            Admit::Refuse(refusal) => Admission::Refuse(refusal),
+        }
+    }
+
+    /// Registers an accepted connection with the hub at once, before its stream exists:
+    /// every event delivered after this call reaches it (subject to its filter). Call it
+    /// before sending `101 Switching Protocols`, so that a client that publishes the instant
+    /// it reads the 101 gets the event. Never waits.
+    pub fn register(&self, ticket: Ticket) -> Registration {
+        let Ticket { params, slot } = ticket;
+        let (queue, queued) = mpsc::channel(self.shared.queue_capacity);
+        let (reader_abort, reader) = AbortHandle::new_pair();
+        let (writer_abort, writer) = AbortHandle::new_pair();
+        let entry = ConnEntry::new(queue, reader_abort, writer_abort.clone());
+        let (reply, id) = oneshot::channel();
+        // A fresh sender always has room for one message, and the channel keeps the order in
+        // which messages were sent: this one is ahead of any publish that follows.
+        let _ = self.commands.clone().try_send(Command::Register {
+            params,
+            entry,
+            reply,
+        });
+        Registration {
+            parts: Some(Registered {
+                id,
+                queued,
+                reader,
+                writer,
+                writer_abort,
+                slot,
+            }),
+            commands: self.commands.clone(),
         }
     }
 
@@ -198,29 +319,10 @@ impl HubHandle {
         self.ask(|reply| Command::WaitFinished { reply }).await;
     }
 
-    /// Registers an upgraded connection; `None` if the hub task is gone.
-    pub(crate) async fn register(&self, params: ConnParams, entry: ConnEntry) -> Option<ConnId> {
-        self.ask(|reply| Command::Register {
-            params,
-            entry,
-            reply,
-        })
-        .await
-    }
-
-    /// Reports a fact that has no connection yet (a rejected handshake).
-    pub(crate) async fn report(&self, input: Input) {
-        let _ = self.commands.clone().send(Command::Input(input)).await;
-    }
-
     /// A sender of its own for a connection task, so that its inputs are bounded by the
     /// channel (each `futures` sender may have one message beyond the buffer in flight).
     pub(crate) fn commands(&self) -> mpsc::Sender<Command> {
         self.commands.clone()
-    }
-
-    pub(crate) fn queue_capacity(&self) -> usize {
-        self.shared.queue_capacity
     }
 
     /// Sends a request to the hub task and waits for its answer; `None` if the task is gone.
@@ -234,8 +336,8 @@ impl HubHandle {
 impl fmt::Debug for HubHandle {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("HubHandle")
-            .field("epoch", &self.shared.epoch)
-            .field("slots", &self.shared.slots.load(Ordering::Relaxed))
+            .field("head", &self.head())
+            .field("slots", &self.shared.admission().held())
             .finish_non_exhaustive()
     }
 }

@@ -8,15 +8,15 @@ use std::task::Poll;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use ferret_ws_core::{
-    ConnId, ConnParams, DisconnectCause, Epoch, Event, EventId, Hub, HubConfig, Input, Metrics,
-    Output, PublishError,
+    ConnId, ConnParams, DisconnectCause, Epoch, Event, EventId, Hub, HubConfig, IdempotencyKey,
+    Input, Metrics, Output, Sequenced, Sequencer,
 };
 use futures::channel::{mpsc, oneshot};
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 use time::OffsetDateTime;
 
 use crate::conn::{ConnEntry, WriterCmd};
-use crate::handle::{HubHandle, Shared};
+use crate::handle::{HubHandle, PublishError, Shared};
 use crate::Runtime;
 
 /// Room in the hub's inbound channel. Each sender may have one more message in flight, so
@@ -30,16 +30,21 @@ const MAX_COMMANDS_PER_WAKE: usize = 256;
 
 /// What the handle and the connection tasks ask of the hub task.
 pub(crate) enum Command {
-    /// An upgraded connection: register it and answer with its id.
+    /// An accepted connection, about to be sent its 101: register it and answer with its id.
     Register {
         params: ConnParams,
         entry: ConnEntry,
         reply: oneshot::Sender<ConnId>,
     },
+    /// A registered connection whose upgrade failed: forget it (its id is in the receiver).
+    Abandon {
+        id: oneshot::Receiver<ConnId>,
+    },
     /// A fact from a connection's reader or writer.
     Input(Input),
     Publish {
         event: Event,
+        key: Option<IdempotencyKey>,
         reply: oneshot::Sender<Result<EventId, PublishError>>,
     },
     Metrics {
@@ -55,27 +60,47 @@ pub(crate) enum Command {
     },
 }
 
-/// Starts a hub with a fresh random epoch (from the OS RNG) and spawns its task on
-/// `runtime`; returns the handle to it.
+/// Starts a hub with a fresh random epoch (from the OS RNG) and its local sequencer, and
+/// spawns its task on `runtime`; returns the handle to it.
 ///
 /// This is what the adapters' `start` calls with their runtime.
 pub fn start_on<R: Runtime>(runtime: R, config: HubConfig) -> HubHandle {
-    let hub = Hub::new(
-        config.clone(),
-        random_epoch(),
-        runtime.now(),
-        OffsetDateTime::now_utc(),
-    );
-    let shared = Arc::new(Shared::new(config, hub.epoch(), hub.max_queued_outputs()));
+    start_with_epoch_on(runtime, config, random_epoch())
+}
+
+/// As [`start_on`], with the epoch chosen by the caller (it must be fresh for every start:
+/// clients that resume with another epoch's anchor are told `unknown_epoch`).
+pub fn start_with_epoch_on<R: Runtime>(runtime: R, config: HubConfig, epoch: Epoch) -> HubHandle {
+    let (now, wall) = (runtime.now(), OffsetDateTime::now_utc());
+    let sequencer = Sequencer::new(&config, epoch, now, wall);
+    let hub = Hub::new(config.clone(), epoch, now, wall);
+    let shared = Arc::new(Shared::new(config, hub.head(), hub.max_queued_outputs()));
     let (commands, inbox) = mpsc::channel(COMMAND_QUEUE);
     let task = HubTask {
         runtime: runtime.clone(),
         hub,
+        sequencer,
         conns: HashMap::new(),
         finished: Vec::new(),
         shared: Arc::clone(&shared),
     };
-    runtime.spawn(task.run(inbox));
+    let watched = Arc::clone(&shared);
+    runtime.spawn(async move {
+        // A panic here is a bug: say so loudly, and let the handles report the hub gone
+        // rather than answer with zeros.
+        if let Err(panic) = std::panic::AssertUnwindSafe(task.run(inbox))
+            .catch_unwind()
+            .await
+        {
+            let message = panic
+                .downcast_ref::<&str>()
+                .map(|s| (*s).to_owned())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "a panic without a message".to_owned());
+            tracing::error!(panic = %message, "the hub task panicked; the hub is gone");
+            watched.mark_dead();
+        }
+    });
     HubHandle::new(commands, shared)
 }
 
@@ -94,6 +119,8 @@ fn random_epoch() -> Epoch {
 struct HubTask<R: Runtime> {
     runtime: R,
     hub: Hub,
+    /// The embedded mode's order: every publish is sequenced here, then delivered.
+    sequencer: Sequencer,
     /// The adapter side of each connection the hub knows: its writer queue and how to stop
     /// its tasks.
     conns: HashMap<ConnId, ConnEntry>,
@@ -128,7 +155,14 @@ impl<R: Runtime> HubTask<R> {
             let mut handled = 0;
             match wake {
                 Wake::Closed => break,
-                Wake::Timer => timer = None, // fired: never poll it again
+                Wake::Timer => {
+                    timer = None; // fired: never poll it again
+                                  // Heartbeat ticks wake the task at least once an interval: a fresh
+                                  // wall-clock reading keeps timestamps true across a suspend or a step.
+                    let wall = OffsetDateTime::now_utc();
+                    self.hub.set_wall_clock(now, wall);
+                    self.sequencer.set_wall_clock(now, wall);
+                }
                 Wake::Command(command) => {
                     self.handle(now, command);
                     handled = 1;
@@ -139,7 +173,6 @@ impl<R: Runtime> HubTask<R> {
                     }
                 }
             }
-            self.collect_refusals(now);
             // Due work runs whether or not the timer was what woke us.
             if self
                 .hub
@@ -180,16 +213,23 @@ impl<R: Runtime> HubTask<R> {
                     self.disconnected(now, conn, DisconnectCause::Lost);
                 }
             }
+            Command::Abandon { mut id } => {
+                // Registered earlier on the same channel, so its id has been sent.
+                if let Ok(Some(conn)) = id.try_recv() {
+                    self.disconnected(now, conn, DisconnectCause::Lost);
+                }
+            }
             Command::Input(Input::Disconnected { conn, cause }) => {
                 self.disconnected(now, conn, cause)
             }
             Command::Input(input) => self.hub.handle_input(now, input),
-            Command::Publish { event, reply } => {
-                let _ = reply.send(self.hub.publish(now, event));
+            Command::Publish { event, key, reply } => {
+                let _ = reply.send(self.publish(now, event, key));
             }
             Command::Metrics { reply } => {
-                self.collect_refusals(now);
-                let _ = reply.send(self.hub.metrics(now));
+                let mut metrics = self.hub.metrics(now);
+                self.shared.admission().record(&mut metrics);
+                let _ = reply.send(metrics);
             }
             Command::Shutdown { reply } => {
                 self.hub.shutdown(now);
@@ -208,13 +248,28 @@ impl<R: Runtime> HubTask<R> {
         self.conns.remove(&conn);
     }
 
-    /// Reports the handshakes that `admit` refused since the last wake-up.
-    fn collect_refusals(&mut self, now: Instant) {
-        for (status, count) in self.shared.take_refused() {
-            for _ in 0..count {
-                self.hub.handle_input(now, Input::Refused { status });
-            }
+    /// Sequences an event (at most once per key) and delivers it.
+    fn publish(
+        &mut self,
+        now: Instant,
+        event: Event,
+        key: Option<IdempotencyKey>,
+    ) -> Result<EventId, PublishError> {
+        if self.hub.is_shutting_down() {
+            return Err(PublishError::ShuttingDown);
         }
+        let event = match key {
+            None => self.sequencer.sequence(now, event),
+            Some(key) => match self.sequencer.sequence_once(now, event, key) {
+                Sequenced::New(event) => event,
+                Sequenced::Repeat(id) => return Ok(id),
+            },
+        };
+        let id = event.id();
+        let _ = self.hub.deliver(now, event);
+        // Before the publisher hears back: its next response's `X-Event-Head` names it.
+        self.shared.set_head(self.hub.head());
+        Ok(id)
     }
 
     /// Carries out every pending output, in order, without waiting on any socket.
@@ -232,6 +287,10 @@ impl<R: Runtime> HubTask<R> {
                     if let Some(entry) = self.conns.remove(&conn) {
                         entry.abort();
                     }
+                    continue;
+                }
+                other => {
+                    debug_assert!(false, "an output this adapter does not know: {other:?}");
                     continue;
                 }
             };

@@ -9,14 +9,19 @@
 //! # Theory of operation
 //!
 //! ```text
-//!            admit (sync)            Register / Input / Publish / ...        try_send
+//!       admit + register (sync)      Register / Input / Publish / ...        try_send
 //! handshake ──────────────► HubHandle ───────────────────────────► hub task ──────────► writer queue
 //!                                        (bounded futures mpsc)    owns Hub     (bounded, per connection)
 //!   reader task ── Text / Binary / Alive / Violation / Disconnected ──►│
 //!   writer task ── Flushed { frames, bytes } ──────────────────────────►│
 //! ```
 //!
-//! - **The hub task** owns the [`ferret_ws_core::Hub`] outright. Each wake-up (a command or
+//! - **Handshakes** are decided in the connection's task by the core's
+//!   [`Admission`](ferret_ws_core::Admission) (kept behind a lock, as handshakes run in many
+//!   tasks), and an accepted connection is registered before its `101` is written: the
+//!   `Register` command is queued ahead of anything the client can cause after reading it.
+//! - **The hub task** owns the [`ferret_ws_core::Hub`] and, in the embedded mode, the
+//!   [`Sequencer`](ferret_ws_core::Sequencer) outright. Each wake-up (a command or
 //!   its one timer) it reads the clock once, feeds the hub, drains every output into the
 //!   connections' writer queues with `try_send` (never waiting on a socket), and sleeps until
 //!   [`Hub::poll_timeout`](ferret_ws_core::Hub::poll_timeout).
@@ -44,11 +49,12 @@ mod serve;
 
 pub use async_tungstenite;
 pub use async_tungstenite::tungstenite;
-pub use handle::{Admission, HubHandle, Ticket};
-pub use hub_task::start_on;
+pub use handle::{Admission, HubHandle, PublishError, Registration, Slot, Ticket};
+pub use hub_task::{start_on, start_with_epoch_on};
 pub use serve::{
-    is_per_connection, serve_incoming_on, serve_stream_on, serve_upgraded_on, websocket_config,
-    HandshakeFields, ACCEPT_ERROR_PAUSE, READ_BUFFER_SIZE, WRITE_BUFFER_SIZE, WS_PATH,
+    is_per_connection, serve_incoming_on, serve_registered_on, serve_stream_on, serve_upgraded_on,
+    websocket_config, HandshakeFields, ACCEPT_ERROR_PAUSE, READ_BUFFER_SIZE, WRITE_BUFFER_SIZE,
+    WS_PATH,
 };
 
 /// What a runtime adapter provides: the only things in which async runtimes truly differ
@@ -59,8 +65,9 @@ pub trait Runtime: Clone + Send + Sync + 'static {
     /// The future returned by [`Runtime::sleep_until`].
     type Sleep: Future<Output = ()> + Send + 'static;
 
-    /// The current monotonic time. The hub task reads it exactly once per wake-up; this is
-    /// the only clock read of the whole server (besides the wall clock at start).
+    /// The current monotonic time. The hub task reads it once per wake-up; besides it, the
+    /// hub task reads the wall clock at start and at each timer wake-up (to re-anchor
+    /// timestamps), and the accept loops read it for their handshake deadlines.
     fn now(&self) -> Instant;
 
     /// A future that completes at `deadline` (at once if it has passed).

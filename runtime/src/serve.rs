@@ -1,11 +1,11 @@
 //! Handshakes and the accept loop: from a byte stream to a served connection.
 
 use std::borrow::Cow;
-use std::future::Future;
 use std::io;
+use std::net::IpAddr;
 use std::time::Duration;
 
-use ferret_ws_core::{HandshakeRequest, HubConfig, Input, Rejection};
+use ferret_ws_core::{HandshakeRequest, HubConfig, Rejection};
 use futures::future::{select, Either};
 use futures::io::{AsyncRead, AsyncWrite};
 use futures::{Stream, StreamExt};
@@ -16,7 +16,7 @@ use async_tungstenite::tungstenite::protocol::frame::CloseFrame;
 use async_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 use async_tungstenite::WebSocketStream;
 
-use crate::handle::{Admission, HubHandle};
+use crate::handle::{Admission, HubHandle, Registration, Slot};
 use crate::{conn, Runtime};
 
 /// The path of the event stream (CONTRACT.md §2); the standalone accept loop answers 404 to
@@ -100,21 +100,24 @@ impl HandshakeFields {
         }
     }
 
-    /// The request for [`HubHandle::admit`]; `local_port` is the port the server listens on.
-    pub fn request(&self, local_port: Option<u16>) -> HandshakeRequest<'_> {
+    /// The request for [`HubHandle::admit`]; `local_port` is the port the server listens on,
+    /// `peer` the client's address.
+    pub fn request(&self, local_port: Option<u16>, peer: Option<IpAddr>) -> HandshakeRequest<'_> {
         HandshakeRequest {
             query: self.query.as_deref(),
             last_event_id: self.last_event_id.as_deref(),
             authorization: self.authorization.as_deref(),
             origin: self.origin.as_deref(),
             local_port,
+            peer,
         }
     }
 }
 
-/// The standalone accept loop: serves every stream of `incoming` as a `/ws` connection
-/// ([`serve_stream_on`], each in a task of its own) until the hub has finished shutting
-/// down, then returns. `local_port` is the listening port, for the default Origin check.
+/// The standalone accept loop: serves every stream of `incoming` (with its peer's address,
+/// if known) as a `/ws` connection ([`serve_stream_on`], each in a task of its own) until
+/// the hub has finished shutting down, then returns. `local_port` is the listening port,
+/// for the default Origin check.
 ///
 /// Errors of single connections are skipped; other accept errors (out of file descriptors)
 /// are logged and retried after a short pause.
@@ -127,12 +130,12 @@ pub async fn serve_incoming_on<R, S, I>(
 where
     R: Runtime,
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-    I: Stream<Item = io::Result<S>> + Unpin,
+    I: Stream<Item = io::Result<(S, Option<IpAddr>)>> + Unpin,
 {
     let finished = hub.finished();
     let mut finished = std::pin::pin!(finished);
     loop {
-        let stream = match select(incoming.next(), finished.as_mut()).await {
+        let (stream, peer) = match select(incoming.next(), finished.as_mut()).await {
             Either::Left((Some(Ok(stream)), _)) => stream,
             Either::Left((Some(Err(e)), _)) if is_per_connection(&e) => continue,
             Either::Left((Some(Err(e)), _)) => {
@@ -145,8 +148,9 @@ where
             Either::Left((None, _)) | Either::Right(_) => return Ok(()),
         };
         let (task_runtime, hub) = (runtime.clone(), hub.clone());
-        runtime
-            .spawn(async move { serve_stream_on(&task_runtime, &hub, stream, local_port).await });
+        runtime.spawn(async move {
+            serve_stream_on(&task_runtime, &hub, stream, local_port, peer).await
+        });
     }
 }
 
@@ -165,25 +169,31 @@ pub fn is_per_connection(e: &io::Error) -> bool {
 
 /// Serves one accepted byte stream: the HTTP handshake through async-tungstenite's
 /// `accept_hdr` callback, which applies the hub's decision ([`HubHandle::admit`]): an HTTP
-/// refusal (403, 503, and 404 for a path other than [`WS_PATH`]) before upgrading, a close
-/// frame (4400, 4401) right after it, or the connection until it ends. A handshake that
-/// takes longer than the hub's `handshake_timeout` is abandoned and the stream dropped.
+/// refusal (403, 429, 503, and 404 for a path other than [`WS_PATH`]) before upgrading, a
+/// close frame (4400, 4401) right after it, or the connection until it ends. An accepted
+/// connection is registered in the callback, before tungstenite writes the 101. A handshake
+/// that takes longer than the hub's `handshake_timeout` is abandoned and the stream dropped.
 #[allow(clippy::result_large_err)] // the callback's error type is tungstenite's
-pub async fn serve_stream_on<R, S>(runtime: &R, hub: &HubHandle, stream: S, local_port: Option<u16>)
-where
+pub async fn serve_stream_on<R, S>(
+    runtime: &R,
+    hub: &HubHandle,
+    stream: S,
+    local_port: Option<u16>,
+    peer: Option<IpAddr>,
+) where
     R: Runtime,
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     // The handshake and the registration run boxed: their state is large and needed once;
     // inline, it would stay part of this task's memory for as long as the connection lives.
     let setup = async {
-        let mut admission = None;
+        let mut upgraded = None;
         let callback = |request: &Request, response: Response| -> Result<Response, ErrorResponse> {
             if request.uri().path() != WS_PATH {
                 return Err(refusal_response(StatusCode::NOT_FOUND, "not found", None));
             }
             let fields = HandshakeFields::from_parts(request.uri(), request.headers());
-            match hub.admit(&fields.request(local_port)) {
+            match hub.admit(&fields.request(local_port, peer)) {
                 Admission::Refuse(refusal) => {
                     let status = StatusCode::from_u16(refusal.status)
                         .unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
@@ -193,8 +203,13 @@ where
                         refusal.retry_after,
                     ))
                 }
-                decided => {
-                    admission = Some(decided);
+                // Registered now: tungstenite writes the 101 once this returns.
+                Admission::Accept(ticket) => {
+                    upgraded = Some(Upgraded::Accepted(hub.register(ticket)));
+                    Ok(response)
+                }
+                Admission::Reject(rejection, slot) => {
+                    upgraded = Some(Upgraded::Rejected(rejection, slot));
                     Ok(response)
                 }
             }
@@ -202,7 +217,7 @@ where
         let config = websocket_config(hub.config());
         // A client that connects and then sends its request head slowly, or never, must not
         // hold the socket and this task forever (slowloris): the whole handshake gets
-        // `handshake_timeout`. The inner block ends the borrow of `admission` by the callback.
+        // `handshake_timeout`. The inner block ends the borrow of `upgraded` by the callback.
         let handshaken = {
             let handshake = std::pin::pin!(async_tungstenite::accept_hdr_async_with_config(
                 stream,
@@ -226,9 +241,42 @@ where
                 return None;
             }
         };
-        start_websocket(runtime, hub, ws, admission?).await
+        match upgraded? {
+            Upgraded::Accepted(registration) => conn::start(runtime, hub, ws, registration).await,
+            Upgraded::Rejected(rejection, slot) => {
+                reject(runtime, hub, ws, rejection, slot).await;
+                None
+            }
+        }
     };
     let reader = Box::pin(setup).await;
+    if let Some(reader) = reader {
+        reader.await;
+    }
+}
+
+/// What the handshake callback decided for an upgrade.
+enum Upgraded {
+    Accepted(Registration),
+    Rejected(Rejection, Slot),
+}
+
+/// Serves a stream that a host framework (hyper, axum) has already upgraded, for a
+/// connection it [registered](HubHandle::register) before sending the 101.
+pub async fn serve_registered_on<R, S>(
+    runtime: &R,
+    hub: &HubHandle,
+    stream: S,
+    registration: Registration,
+) where
+    R: Runtime,
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let setup = async {
+        let ws = websocket(hub, stream).await;
+        conn::start(runtime, hub, ws, registration).await
+    };
+    let reader = Box::pin(setup).await; // boxed: see serve_stream_on
     if let Some(reader) = reader {
         reader.await;
     }
@@ -237,66 +285,53 @@ where
 /// Serves a stream that a host framework (hyper, axum) has already upgraded after answering
 /// the handshake itself with [`HubHandle::admit`]'s decision.
 ///
-/// [`Admission::Accept`] registers the connection and serves it until it ends;
-/// [`Admission::Reject`] sends its close frame and ends. [`Admission::Refuse`] should have
-/// been answered with an HTTP status instead of upgrading: the stream is dropped.
+/// [`Admission::Reject`] sends its close frame and ends. [`Admission::Accept`] registers the
+/// connection only now, after the 101: an event delivered between the client reading the
+/// 101 and this call is missed; register before the 101 and use [`serve_registered_on`]
+/// instead. [`Admission::Refuse`] should have been answered with an HTTP status instead of
+/// upgrading: the stream is dropped.
 pub async fn serve_upgraded_on<R, S>(runtime: &R, hub: &HubHandle, stream: S, admission: Admission)
 where
     R: Runtime,
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let setup = async {
-        let config = websocket_config(hub.config());
-        let ws = WebSocketStream::from_raw_socket(stream, Role::Server, Some(config)).await;
-        start_websocket(runtime, hub, ws, admission).await
-    };
-    let reader = Box::pin(setup).await; // boxed: see serve_stream_on
-    if let Some(reader) = reader {
-        reader.await;
-    }
-}
-
-/// Carries out the admission on an upgraded stream; for an accepted connection, returns the
-/// reader to run.
-async fn start_websocket<R, S>(
-    runtime: &R,
-    hub: &HubHandle,
-    ws: WebSocketStream<S>,
-    admission: Admission,
-) -> Option<impl Future<Output = ()> + Send + 'static>
-where
-    R: Runtime,
-    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-{
     match admission {
-        Admission::Accept(ticket) => conn::start(runtime, hub, ws, ticket).await,
-        Admission::Reject(rejection) => {
-            reject(runtime, hub, ws, rejection).await;
-            None
+        Admission::Accept(ticket) => {
+            let registration = hub.register(ticket);
+            serve_registered_on(runtime, hub, stream, registration).await;
+        }
+        Admission::Reject(rejection, slot) => {
+            let ws = websocket(hub, stream).await;
+            reject(runtime, hub, ws, rejection, slot).await;
         }
         Admission::Refuse(refusal) => {
             let status = refusal.status;
             tracing::warn!(status, "an upgraded stream came with a refusal; dropped");
-            None
         }
     }
 }
 
+async fn websocket<S>(hub: &HubHandle, stream: S) -> WebSocketStream<S>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let config = websocket_config(hub.config());
+    WebSocketStream::from_raw_socket(stream, Role::Server, Some(config)).await
+}
+
 /// Sends the rejection's close frame and waits for the client's answer, as long as the hub
-/// would wait for one of its own closes (`close_timeout`).
+/// would wait for one of its own closes (`close_timeout`). The connection holds its slot
+/// until then.
 async fn reject<R, S>(
     runtime: &R,
     hub: &HubHandle,
     mut ws: WebSocketStream<S>,
     rejection: Rejection,
+    _slot: Slot,
 ) where
     R: Runtime,
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    hub.report(Input::Rejected {
-        code: rejection.code,
-    })
-    .await;
     let frame = CloseFrame {
         code: rejection.code.0.into(),
         reason: rejection.reason.into(),

@@ -17,7 +17,7 @@ use tower_http::catch_panic::CatchPanicLayer;
 use crate::api::{events, health, projects, scan};
 use crate::body::MAX_BODY;
 use crate::hub::{self, HubHandle};
-use crate::{auth, correlation, errors, metrics, page, ws};
+use crate::{auth, correlation, errors, head, metrics, page, ws};
 
 /// The server application: build it with [`App::builder`], then serve [`App::router`].
 ///
@@ -59,10 +59,12 @@ impl App {
         open.merge(guarded)
             .fallback(errors::not_found)
             .method_not_allowed_fallback(errors::method_not_allowed)
-            // Layers run outside in, from the last added: count, correlate, limit, catch.
+            // Layers run outside in, from the last added: count, head, correlate, limit,
+            // catch.
             .layer(CatchPanicLayer::custom(errors::panic_response))
             .layer(DefaultBodyLimit::max(MAX_BODY))
             .layer(from_fn(correlation::correlate))
+            .layer(from_fn_with_state(state.clone(), head::event_head))
             .layer(from_fn_with_state(state.clone(), metrics::count_requests))
             .with_state(state)
     }

@@ -54,6 +54,7 @@ mod body;
 mod config;
 mod correlation;
 mod errors;
+mod head;
 mod hub;
 mod metrics;
 mod page;
@@ -68,7 +69,8 @@ pub use correlation::{
     correlate, CorrelationId, InvalidCorrelationId, MAX_CORRELATION_ID_LEN, X_CORRELATION_ID,
 };
 pub use errors::ApiError;
-pub use hub::{start as start_hub, Admission, HubHandle};
+pub use head::X_EVENT_HEAD;
+pub use hub::{start as start_hub, Admission, HubHandle, PublishError};
 pub use metrics::UNMATCHED_ROUTE;
 pub use serve::{serve, shutdown_signal};
 pub use ws::ConnInfo;

@@ -157,10 +157,7 @@ fn hub_registry(m: &Metrics) -> prometheus::Result<Registry> {
         "ferret_ws_closes_total",
         "WebSocket connections closed, by close code",
         "code",
-        m.closes
-            .iter()
-            .map(|(code, n)| (code.to_string(), *n))
-            .collect(),
+        close_labels(&m.closes),
     )?;
     counter(
         "ferret_ws_replays_total",
@@ -186,7 +183,33 @@ fn hub_registry(m: &Metrics) -> prometheus::Result<Registry> {
         "Replayable events within the TTL",
         m.replay_buffered,
     )?;
+    gauge(
+        "ferret_ws_queued_bytes",
+        "Bytes queued to all WebSocket connections together",
+        m.queued_bytes,
+    )?;
     Ok(registry)
+}
+
+/// The close codes a `code` label may name: the protocol's table (PROTOCOL.md §2), 1002
+/// (which the server sends for a protocol error) and the local 1005 / 1006 (no code, lost).
+/// A client's code outside them is counted as `other`, so that clients cannot grow the
+/// label set.
+const LABELLED_CLOSE_CODES: [u16; 14] = [
+    1000, 1001, 1002, 1003, 1005, 1006, 1007, 1009, 1011, 4008, 4400, 4401, 4408, 4429,
+];
+
+fn close_labels(closes: &std::collections::BTreeMap<u16, u64>) -> Vec<(String, u64)> {
+    let mut labels: std::collections::BTreeMap<String, u64> = Default::default();
+    for (code, count) in closes {
+        let label = if LABELLED_CLOSE_CODES.contains(code) {
+            code.to_string()
+        } else {
+            "other".to_owned()
+        };
+        *labels.entry(label).or_default() += count;
+    }
+    labels.into_iter().collect()
 }
 
 #[cfg(test)]
@@ -198,6 +221,8 @@ mod tests {
         let mut m = Metrics::default();
         m.connections = 2;
         m.closes.insert(1001, 3);
+        m.closes.insert(4999, 1);
+        m.closes.insert(3000, 2);
         let families = hub_registry(&m).unwrap().gather();
         let mut text = Vec::new();
         TextEncoder::new().encode(&families, &mut text).unwrap();
@@ -211,6 +236,8 @@ mod tests {
             "ferret_ws_events_published_total 0",
             "ferret_ws_frames_sent_total 0",
             "ferret_ws_closes_total{code=\"1001\"} 3",
+            "ferret_ws_closes_total{code=\"other\"} 3",
+            "ferret_ws_queued_bytes 0",
             "ferret_ws_replays_total 0",
             "ferret_ws_resyncs_total{reason=\"unknown_epoch\"} 0",
             "ferret_ws_replay_buffered 0",

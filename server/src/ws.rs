@@ -18,7 +18,7 @@ use tokio::net::{TcpListener, TcpStream};
 
 use crate::app::AppState;
 use crate::errors::ApiError;
-use crate::hub::{serve_upgraded, Admission, HandshakeFields};
+use crate::hub::{serve_registered, serve_upgraded, Admission, HandshakeFields};
 
 /// The addresses of an accepted TCP connection, attached to each of its requests by
 /// [`crate::serve`], or when an embedder serves the router with
@@ -70,7 +70,7 @@ pub(crate) async fn upgrade(State(state): State<AppState>, mut request: Request)
         .and_then(|c| c.local)
         .map(|a| a.port())
         .or(state.local_port());
-    let handshake = fields.request(local_port);
+    let handshake = fields.request(local_port, conn.map(|c| c.remote.ip()));
     let admission = state.hub().admit(&handshake);
     if let Admission::Refuse(refusal) = &admission {
         tracing::debug!(
@@ -84,6 +84,7 @@ pub(crate) async fn upgrade(State(state): State<AppState>, mut request: Request)
         let code = match status {
             StatusCode::FORBIDDEN => "origin_not_allowed",
             StatusCode::SERVICE_UNAVAILABLE => "overloaded",
+            StatusCode::TOO_MANY_REQUESTS => "too_many_connections",
             _ => "refused",
         };
         let mut error = ApiError::new(status, code, refusal.reason.clone());
@@ -99,25 +100,39 @@ pub(crate) async fn upgrade(State(state): State<AppState>, mut request: Request)
     };
     let hub = state.hub().clone();
     let remote = conn.map(|c| c.remote);
+    // Registered before the 101 is written (when this handler returns): an event published
+    // the instant the client reads it is delivered (PROTOCOL.md §5, "Registration").
+    let upgraded = match admission {
+        Admission::Accept(ticket) => Upgraded::Accepted(hub.register(ticket)),
+        Admission::Reject(rejection, slot) => {
+            Upgraded::Rejected(Admission::Reject(rejection, slot))
+        }
+        Admission::Refuse(_) => unreachable!("answered above"),
+    };
     tokio::spawn(async move {
-        let upgraded = match on_upgrade.await {
-            Ok(upgraded) => upgraded,
+        // A failed upgrade drops the registration, which reports the connection gone.
+        let stream = match on_upgrade.await {
+            Ok(upgraded) => TokioIo::new(upgraded),
             Err(e) => return tracing::debug!(?remote, error = %e, "websocket upgrade failed"),
         };
-        match &admission {
-            Admission::Reject(rejection) => tracing::debug!(
-                ?remote,
-                code = rejection.code.0,
-                reason = %rejection.reason,
-                "websocket handshake rejected with a close frame"
-            ),
-            _ => tracing::debug!(?remote, "websocket connected"),
-        }
-        let accepted = matches!(admission, Admission::Accept(_));
-        let opened = std::time::Instant::now();
-        serve_upgraded(&hub, TokioIo::new(upgraded), admission).await;
-        if accepted {
-            tracing::debug!(?remote, duration = ?opened.elapsed(), "websocket closed");
+        match upgraded {
+            Upgraded::Accepted(registration) => {
+                tracing::debug!(?remote, "websocket connected");
+                let opened = std::time::Instant::now();
+                serve_registered(&hub, stream, registration).await;
+                tracing::debug!(?remote, duration = ?opened.elapsed(), "websocket closed");
+            }
+            Upgraded::Rejected(rejected) => {
+                if let Admission::Reject(rejection, _) = &rejected {
+                    tracing::debug!(
+                        ?remote,
+                        code = rejection.code.0,
+                        reason = %rejection.reason,
+                        "websocket handshake rejected with a close frame"
+                    );
+                }
+                serve_upgraded(&hub, stream, rejected).await;
+            }
         }
     });
     let accept = ferret_ws_tokio::tungstenite::handshake::derive_accept_key(key.as_bytes());
@@ -131,6 +146,12 @@ pub(crate) async fn upgrade(State(state): State<AppState>, mut request: Request)
         HeaderValue::from_str(&accept).expect("base64 is a valid header"),
     );
     response
+}
+
+/// What the spawned task does with the upgraded stream.
+enum Upgraded {
+    Accepted(ferret_ws_tokio::Registration),
+    Rejected(Admission),
 }
 
 /// Checks the headers of an opening handshake (RFC 6455 §4.2.1) and returns the client's key.

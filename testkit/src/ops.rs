@@ -560,7 +560,10 @@ impl Run {
         let (epoch, last) = (head.epoch, head.seq.0);
         let anchor = match anchor % 7 {
             0 => None,
-            1 => Some(format!("{epoch}-{}", last.saturating_sub(u64::from(arg % 16)))),
+            1 => Some(format!(
+                "{epoch}-{}",
+                last.saturating_sub(u64::from(arg % 16))
+            )),
             2 => Some(format!("{epoch}-{}", last + 1 + u64::from(arg % 4))),
             3 => Some(format!("00000000-{}", 1 + u64::from(arg % 64))),
             4 => Some("not-an-id".to_owned()),
@@ -813,10 +816,15 @@ impl Run {
                     .position(|(p, _)| *p == event_id)
                     .map(|k| k + track.at)
                 else {
-                    fail(format!("{id} got event {event_id}, not due after {} of {published:?}", track.at));
+                    fail(format!(
+                        "{id} got event {event_id}, not due after {} of {published:?}",
+                        track.at
+                    ));
                 };
                 if let Some(missed) = due_between(track.at, k).filter(|_| !track.free) {
-                    fail(format!("{id} got event {event_id} before {missed}, with no resync"));
+                    fail(format!(
+                        "{id} got event {event_id} before {missed}, with no resync"
+                    ));
                 }
                 track.at = k + 1;
                 track.free = false;
@@ -833,9 +841,14 @@ impl Run {
             // One heartbeat per tick: a live reader from the start gets every tick's frame.
             let beats: Vec<&Bytes> = client.of_type("heartbeat").map(|f| &f.raw).collect();
             let ticks = &sim.heartbeats[track.ticks_at_start.min(sim.heartbeats.len())..];
-            let reader = !track.anchored && !client.stalled && !client.is_closed() && !client.removed;
+            let reader =
+                !track.anchored && !client.stalled && !client.is_closed() && !client.removed;
             if reader && track.always_responsive && beats.len() != ticks.len() {
-                fail(format!("{id} got {} heartbeats for {} ticks", beats.len(), ticks.len()));
+                fail(format!(
+                    "{id} got {} heartbeats for {} ticks",
+                    beats.len(),
+                    ticks.len()
+                ));
             }
         }
     }
@@ -844,7 +857,10 @@ impl Run {
 /// How many of `published` lie at or before `id`: those of earlier epochs, and those of its
 /// epoch up to its seq.
 fn position_after(published: &[(EventId, String)], id: EventId) -> usize {
-    match published.iter().rposition(|(p, _)| p.epoch == id.epoch && p.seq <= id.seq) {
+    match published
+        .iter()
+        .rposition(|(p, _)| p.epoch == id.epoch && p.seq <= id.seq)
+    {
         Some(k) => k + 1,
         None => published
             .iter()

@@ -439,7 +439,8 @@ impl Sim {
             | Output::Close { conn, .. }
             | Output::Abort { conn } => *conn,
             other => {
-                self.violations.push(format!("an output the simulation does not know: {other:?}"));
+                self.violations
+                    .push(format!("an output the simulation does not know: {other:?}"));
                 return;
             }
         };
@@ -536,7 +537,8 @@ fn stream_order(client: &Client, next: &Frame) -> Option<String> {
             .rev()
             .take_while(|f| f.id.is_none())
             .any(|f| f.event_type == "resync_required");
-        return (!after_resync).then(|| format!("epoch {} after {} without a resync", id.epoch, prev.epoch));
+        return (!after_resync)
+            .then(|| format!("epoch {} after {} without a resync", id.epoch, prev.epoch));
     }
     let last_event = client
         .frames
@@ -546,7 +548,10 @@ fn stream_order(client: &Client, next: &Frame) -> Option<String> {
         .find(|f| !matches!(f.event_type.as_str(), "heartbeat" | "health_status"))
         .and_then(|f| f.id);
     if event && last_event.is_some_and(|last| id.seq <= last.seq) {
-        return Some(format!("event {id} after event {}", last_event.expect("checked")));
+        return Some(format!(
+            "event {id} after event {}",
+            last_event.expect("checked")
+        ));
     }
     (id.seq < prev.seq).then(|| format!("{} {id} after {prev}", next.event_type))
 }

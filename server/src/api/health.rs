@@ -12,14 +12,17 @@ pub(crate) async fn live() -> Json<Value> {
     Json(json!({"status": "ok"}))
 }
 
-/// `GET /health/ready`: 200 with the hub's numbers, or 503 once shutdown has started.
+/// `GET /health/ready`: 200 with the hub's numbers, or 503 once shutdown has started or when
+/// the hub task is gone (`"status": "hub_gone"`).
 ///
 /// Besides the contract's `connections` and `replay_buffered`, it tells browsers the
 /// `heartbeat_interval_ms` (for their liveness watchdog) and the hub's `epoch` (which changes at
 /// every start, so a client can tell a restart).
 pub(crate) async fn ready(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
     let metrics = state.hub().metrics().await;
-    let (status, text) = if state.is_shutting_down() {
+    let (status, text) = if !state.hub().is_alive() {
+        (StatusCode::SERVICE_UNAVAILABLE, "hub_gone")
+    } else if state.is_shutting_down() {
         (StatusCode::SERVICE_UNAVAILABLE, "shutting_down")
     } else {
         (StatusCode::OK, "ok")

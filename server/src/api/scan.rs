@@ -25,7 +25,9 @@ use std::sync::Arc;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
-use ferret_ws_core::{types, Event, EventId, EventType, PublishError};
+use ferret_ws_core::{types, Event, EventId, EventType};
+
+use crate::hub::PublishError;
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 use tokio::sync::{mpsc, Semaphore};
