@@ -9,7 +9,7 @@
 //! | harness | drives | checks |
 //! | --- | --- | --- |
 //! | [`parse_message`] | [`parse_client_message`] | no panic; a parsed message re-encodes to text that parses to the same message |
-//! | [`handshake`] | [`decide`], then [`Hub::accept`] | the decision follows CONTRACT.md §2 and §5 (checked against a model written here), and an accepted anchor gets the contract's resync reason and replay |
+//! | [`handshake`] | [`decide`], then [`Hub::accept`] | the decision follows PROTOCOL.md §2 and §5 (checked against a model written here), and an accepted anchor gets the contract's resync reason and replay |
 //! | [`hub_ops`] | a [`Sim`] through a sequence of inputs and time steps | after every step: the simulation's own checks, bounded queues and replay buffer, nothing for removed connections, `poll_timeout` later than the last `handle_timeout`, liveness bounds, delivery without gap or duplicate, and the same transcript on a second run |
 //!
 //! # Time

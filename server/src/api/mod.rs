@@ -1,4 +1,4 @@
-//! The HTTP API of CONTRACT.md §3, one module per resource.
+//! The HTTP API of PROTOCOL.md §3, one module per resource.
 
 pub(crate) mod events;
 pub(crate) mod health;
