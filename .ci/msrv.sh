@@ -24,7 +24,7 @@ scratch="$(mktemp -d)"
 trap 'rm -rf "$scratch"' EXIT
 git ls-files -z | tar --null -T - -cf - | tar -xf - -C "$scratch"
 cd "$scratch"
-CARGO_RESOLVER_INCOMPATIBLE_RUST_VERSIONS=fallback cargo update --quiet 2>&1 | grep -v '^\s*Locking\|^\s*Updating\|^\s*Downgrading\|^\s*Adding\|^\s*Removing' || true
+CARGO_RESOLVER_INCOMPATIBLE_RUST_VERSIONS=fallback cargo update --quiet
 
 # every package of the resolution (normal, build and dev dependencies, all features) declares
 # a rust-version no newer than ours, or none
