@@ -19,7 +19,7 @@ use async_tungstenite::WebSocketStream;
 use crate::handle::{Admission, HubHandle, Registration, Slot};
 use crate::{conn, Runtime};
 
-/// The path of the event stream (CONTRACT.md §2); the standalone accept loop answers 404 to
+/// The path of the event stream (PROTOCOL.md §2); the standalone accept loop answers 404 to
 /// any other.
 pub const WS_PATH: &str = "/ws";
 

@@ -33,7 +33,7 @@ impl App {
         AppBuilder::default()
     }
 
-    /// The complete router: every route of CONTRACT.md §3, the JSON 404 and 405, and the
+    /// The complete router: every route of PROTOCOL.md §3, the JSON 404 and 405, and the
     /// middleware (correlation ids, token check, request metrics, body limit, panic guard).
     ///
     /// Serve it with `into_make_service_with_connect_info::<ConnInfo>()` (as [`crate::serve`]

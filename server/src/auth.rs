@@ -1,4 +1,4 @@
-//! The token check of the HTTP API (CONTRACT.md §5, "Token"): with `--token`, every route but
+//! The token check of the HTTP API (PROTOCOL.md §5, "Token"): with `--token`, every route but
 //! the health checks, the page, its script and `/ws` (which the hub checks itself, so browsers
 //! can see a 4401) needs `Authorization: Bearer TOKEN`.
 

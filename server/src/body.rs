@@ -1,4 +1,4 @@
-//! Reading JSON request bodies with the contract's statuses (CONTRACT.md §5, "Publish API
+//! Reading JSON request bodies with the contract's statuses (PROTOCOL.md §5, "Publish API
 //! statuses"): 415 for a missing or non-JSON `Content-Type`, 413 above [`MAX_BODY`], 400 for
 //! malformed JSON (`NaN` and `Infinity` included), 422 for well-formed JSON of the wrong shape.
 

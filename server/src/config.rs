@@ -1,4 +1,4 @@
-//! The `ferret-ws` command line (CONTRACT.md §4): every setting is a flag and an environment
+//! The `ferret-ws` command line (PROTOCOL.md §4): every setting is a flag and an environment
 //! variable `FERRET_WS_<NAME>`; the flag wins. Durations are humantime (`30s`, `250ms`, `5m`),
 //! sizes are bytes or binary units (`4096`, `4KiB`, `1MiB`).
 

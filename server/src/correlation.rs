@@ -1,6 +1,6 @@
 //! Correlation ids: every request has one, every response echoes it in `X-Correlation-ID`, and
 //! every event the request causes carries it, also from work the request started in the
-//! background (CONTRACT.md §1, §3, §5).
+//! background (PROTOCOL.md §1, §3, §5).
 //!
 //! A client may send its own id (at most 128 visible ASCII characters); an empty header counts
 //! as absent and then the server makes a fresh UUID v4. An invalid id is answered with 400 and a

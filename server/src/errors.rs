@@ -1,5 +1,5 @@
 //! JSON errors: every failure the API reports is `{"error": {"code": ..., "message": ...}}` with
-//! a fitting status (CONTRACT.md §3).
+//! a fitting status (PROTOCOL.md §3).
 
 use std::time::Duration;
 

@@ -1,5 +1,5 @@
 //! The ferret-ws server: the event hub of `ferret-ws-tokio` behind axum, with the HTTP API,
-//! Prometheus metrics and the live event page of CONTRACT.md §3–§5.
+//! Prometheus metrics and the live event page of PROTOCOL.md §3–§5.
 //!
 //! The binary `ferret-ws` is [`Settings`] + [`App`] + [`serve`].
 //!

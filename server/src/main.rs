@@ -1,4 +1,4 @@
-//! `ferret-ws`: the server binary. See `ferret-ws --help` and CONTRACT.md §4.
+//! `ferret-ws`: the server binary. See `ferret-ws --help` and PROTOCOL.md §4.
 
 use std::io::Write;
 use std::process::ExitCode;

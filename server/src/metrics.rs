@@ -1,5 +1,5 @@
 //! `GET /metrics` in the Prometheus text format (version 0.0.4), and the per-route request
-//! counter (CONTRACT.md §5, "Metrics").
+//! counter (PROTOCOL.md §5, "Metrics").
 //!
 //! The hub keeps its own counters; each scrape takes one snapshot ([`HubHandle::metrics`]) and
 //! writes it out with the `prometheus` crate's encoder, next to the HTTP counter this module

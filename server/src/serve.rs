@@ -1,4 +1,4 @@
-//! Serving an [`App`] with the contract's shutdown sequence (CONTRACT.md §5, "Start and
+//! Serving an [`App`] with the contract's shutdown sequence (PROTOCOL.md §5, "Start and
 //! stop"): when the shutdown signal comes, readiness turns 503, the listener stops accepting,
 //! every client gets `health_status` `{"status":"shutting_down"}` then close 1001, and
 //! [`serve`] returns within the hub's `shutdown_grace`, even if clients stopped reading.

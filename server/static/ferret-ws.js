@@ -1,4 +1,5 @@
-// ferret-ws.js: the browser client for a ferret-ws hub (CONTRACT.md, version 1).
+// ferret-ws.js: the browser client for a ferret-ws hub (docs/PROTOCOL.md; written against
+// version 1 of the protocol).
 //
 // A dependency-free ES module. One `FerretClient` keeps one WebSocket to `/ws` alive:
 //
@@ -29,7 +30,7 @@
 // state of its successor.
 
 /**
- * One frame as the hub sends it (CONTRACT.md §1).
+ * One frame as the hub sends it (PROTOCOL.md §1).
  * @typedef {object} Frame
  * @property {string} type
  * @property {Record<string, unknown>} payload
@@ -99,14 +100,14 @@
 /** Control frames: sent to one client, not part of the stream, `event_id` null. */
 export const CONTROL_TYPES = Object.freeze(['pong', 'subscribed', 'error', 'resync_required']);
 
-/** Close codes that a retry cannot fix (CONTRACT.md §2): bad handshake parameter, bad token. */
+/** Close codes that a retry cannot fix (PROTOCOL.md §2): bad handshake parameter, bad token. */
 export const DEFAULT_FATAL_CODES = Object.freeze([4400, 4401]);
 
 /** WebSocket readyState values (the constants are not on every fake). */
 const CONNECTING = 0;
 const OPEN = 1;
 
-/** A filter item: `*`, an exact event name, or a name prefix ending in `*` (CONTRACT.md §5). */
+/** A filter item: `*`, an exact event name, or a name prefix ending in `*` (PROTOCOL.md §5). */
 const FILTER_ITEM = /^(?:\*|[a-z][a-z0-9_.]{0,63}\*?)$/;
 
 /**
@@ -307,7 +308,7 @@ export class FerretClient extends EventTarget {
 
   /**
    * Sends `{"type":"ping"}`. The promise resolves with the hub's `pong` frame; once it has,
-   * every event sequenced afterwards is delivered to this client (CONTRACT.md §5). Rejects
+   * every event sequenced afterwards is delivered to this client (PROTOCOL.md §5). Rejects
    * when not open, or when the socket goes away first.
    * @param {{timeoutMs?: number}} [options]
    * @returns {Promise<Frame>}

@@ -289,6 +289,19 @@ async fn environment_sets_and_flags_win() {
 }
 
 #[tokio::test]
+async fn version_prints_the_package_version() {
+    for flag in ["--version", "-V"] {
+        let (code, out, err) = run_to_exit(&[flag], &[]).await;
+        assert_eq!(code, Some(0), "{flag}: {err}");
+        assert_eq!(
+            out.trim_end(),
+            format!("ferret-ws {}", env!("CARGO_PKG_VERSION")),
+            "{flag}"
+        );
+    }
+}
+
+#[tokio::test]
 async fn help_documents_every_flag_and_default() {
     let (code, help, _) = run_to_exit(&["--help"], &[]).await;
     assert_eq!(code, Some(0));

@@ -1,5 +1,5 @@
 //! The router on its own (`tower::ServiceExt::oneshot`, no sockets): every endpoint, every
-//! error status of CONTRACT.md §3 and §5, correlation ids and the token check.
+//! error status of PROTOCOL.md §3 and §5, correlation ids and the token check.
 
 use axum::body::Body;
 use axum::http::{Request, StatusCode};

@@ -137,6 +137,69 @@ test('the page loads and shows events caused over HTTP, with their correlation i
   }
 });
 
+test('the hub panel shows connections, events per second, queued bytes and resyncs', { timeout: 90000 }, async (t) => {
+  const { server, page, context } = await fixture(t);
+  /** The panel's number for `id` (its data-value), once it has one. */
+  const panelValue = (id) => page.evaluate((i) => document.getElementById(i).dataset.value, id);
+  /** Waits until the panel's number for `id` compares with `n` as `op` says (=, >, >=). */
+  const waitPanel = (id, op, n, timeout = 10000) => page.waitForFunction(
+    ([i, o, k]) => {
+      const raw = document.getElementById(i).dataset.value;
+      if (raw === undefined || raw === '') return false;
+      const v = Number(raw);
+      return o === '=' ? v === k : o === '>' ? v > k : v >= k;
+    },
+    [id, op, n], { timeout, polling: 100 },
+  );
+  try {
+    await waitUntilLive(page);
+    // The page's own socket is one open connection; a second page makes two, and closing it one.
+    await waitPanel('hub-connections', '=', 1);
+    const other = await context.newPage();
+    await other.goto(`${server.url}/`);
+    await waitUntilLive(other);
+    await waitPanel('hub-connections', '=', 2);
+    await other.close();
+    await waitPanel('hub-connections', '=', 1);
+
+    // A burst of events shows in the next one-second sample as a rate, and in the sparkline.
+    for (let i = 0; i < 30; i++) await server.publish('test.rate', { i });
+    await waitPanel('hub-events-rate', '>', 0);
+    const points = await page.getAttribute('#hub-spark polyline', 'points');
+    assert.ok(points.trim().length > 0, 'the sparkline has points');
+
+    // A socket with an invalid anchor gets resync_required, which the hub counts.
+    await waitPanel('hub-resyncs', '>=', 0);
+    const before = Number(await panelValue('hub-resyncs'));
+    const reason = await page.evaluate((url) => new Promise((resolve, reject) => {
+      const ws = new WebSocket(`${url.replace(/^http/, 'ws')}/ws?last_event_id=not-an-anchor`);
+      ws.onmessage = (m) => {
+        const frame = JSON.parse(m.data);
+        if (frame.type === 'resync_required') { ws.close(); resolve(frame.payload.reason); }
+      };
+      ws.onerror = () => reject(new Error('websocket error'));
+    }), server.url);
+    assert.equal(reason, 'invalid');
+    await waitPanel('hub-resyncs', '>', before);
+
+    // Bytes queued: a figure when the server reports ferret_ws_queued_bytes, else it says so.
+    const metrics = await (await fetch(`${server.url}/metrics`)).text();
+    const queued = page.locator('#hub-queued-bytes');
+    if (/^ferret_ws_queued_bytes /m.test(metrics)) {
+      await waitPanel('hub-queued-bytes', '>=', 0);
+      assert.match(await queued.textContent(), /^\d+(\.\d)? (B|KiB|MiB)$/);
+    } else {
+      assert.match(await queued.textContent(), /not reported/);
+    }
+    assert.match(await page.textContent('#hub-status'), /updated/);
+    await shot(page, 'hub-panel.png');
+  } catch (err) {
+    await shot(page, 'failure-hub-panel.png').catch(() => {});
+    err.message += `\npage: ${JSON.stringify(await pageState(page))}\nserver:\n${server.output()}`;
+    throw err;
+  }
+});
+
 test('a forced disconnect loses and duplicates nothing', { timeout: 90000 }, async (t) => {
   const { server, page } = await fixture(t);
   try {

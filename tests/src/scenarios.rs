@@ -1,7 +1,7 @@
 //! The scenarios, each written once against [`Ctx`] and run for every runtime.
 //!
 //! A client proves it is registered with a `ping` answered by a `pong` (`sync`): the
-//! contract guarantees it every event sequenced after that (CONTRACT.md §5).
+//! contract guarantees it every event sequenced after that (PROTOCOL.md §5).
 
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};

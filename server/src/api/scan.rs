@@ -38,7 +38,7 @@ use crate::correlation::CorrelationId;
 use crate::errors::ApiError;
 use crate::hub::HubHandle;
 
-/// Video files are recognised by these extensions, compared without case (CONTRACT.md §5).
+/// Video files are recognised by these extensions, compared without case (PROTOCOL.md §5).
 pub const VIDEO_EXTENSIONS: [&str; 13] = [
     "mp4", "m4v", "mov", "mkv", "webm", "avi", "wmv", "flv", "mpg", "mpeg", "ts", "mts", "m2ts",
 ];

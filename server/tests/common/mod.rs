@@ -292,7 +292,7 @@ impl Ws {
     }
 
     /// Sends `ping` and waits for the `pong`: from then on every new event reaches this
-    /// client (CONTRACT.md §5, "Registration").
+    /// client (PROTOCOL.md §5, "Registration").
     pub async fn prove_live(&mut self) {
         self.send_text(r#"{"type":"ping"}"#).await;
         self.event_of_type("pong").await;

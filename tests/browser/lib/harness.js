@@ -178,7 +178,7 @@ export async function waitForState(page, state, timeout = 15000) {
 
 /**
  * Waits for an open connection whose registration is proven: after the pong to a ping, every
- * event sequenced later reaches the page (CONTRACT.md §5).
+ * event sequenced later reaches the page (PROTOCOL.md §5).
  */
 export async function waitUntilLive(page, timeout = 15000) {
   await waitForState(page, 'open', timeout);
