@@ -1,4 +1,4 @@
 #![no_main]
 // The harness starts its hub at this instant; only offsets from it matter, so any will do.
 use std::time::Instant;
-libfuzzer_sys::fuzz_target!(|data: &[u8]| ferret_ws_core::fuzzing::hub_ops(data, Instant::now()));
+libfuzzer_sys::fuzz_target!(|data: &[u8]| ferret_ws_testkit::fuzzing::hub_ops(data, Instant::now()));

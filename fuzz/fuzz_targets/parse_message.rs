@@ -1,2 +1,2 @@
 #![no_main]
-libfuzzer_sys::fuzz_target!(|data: &[u8]| ferret_ws_core::fuzzing::parse_message(data));
+libfuzzer_sys::fuzz_target!(|data: &[u8]| ferret_ws_testkit::fuzzing::parse_message(data));

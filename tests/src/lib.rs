@@ -1,7 +1,8 @@
 //! One scenario suite for ferret-ws, run against every runtime adapter.
 //!
 //! Each scenario in [`scenarios`] is written once, as an `async fn(Ctx)`, against the small
-//! harness in this file: start a server on `127.0.0.1:0` ([`Ctx::server`]), connect clients
+//! harness in this file: start a server on `127.0.0.1:0` ([`Ctx::server`]: the standalone
+//! accept loop of an adapter, or the `ferret-ws` server's own path), connect clients
 //! made with async-tungstenite ([`Ctx::connect`]) or raw sockets that never answer anything
 //! ([`Ctx::connect_raw`]), and expect frames with generous timeouts. `tests/suite.rs`
 //! instantiates every scenario for each runtime, and some for mixed pairs (a tokio client
@@ -42,6 +43,9 @@ pub enum Rt {
     Tokio,
     /// async-std's global executor.
     AsyncStd,
+    /// Servers only: the `ferret-ws` server's own production path on tokio (its accept loop,
+    /// the axum `App` and its `/ws` handler), not the adapter's standalone `serve`.
+    Server,
 }
 
 /// A boxed scenario.
@@ -50,8 +54,9 @@ pub type Scenario = fn(Ctx) -> Pin<Box<dyn Future<Output = ()>>>;
 /// Runs `scenario` with its servers on `server` and its clients on `client`, then shuts
 /// down every server it started.
 pub fn run(server: Rt, client: Rt, scenario: Scenario) {
+    assert_ne!(client, Rt::Server, "the server path is not a client runtime");
     let server_runtime = match server {
-        Rt::Tokio => Some(
+        Rt::Tokio | Rt::Server => Some(
             tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(2)
                 .enable_all()
@@ -80,7 +85,7 @@ pub fn run(server: Rt, client: Rt, scenario: Scenario) {
         }
     };
     match client {
-        Rt::Tokio => tokio::runtime::Builder::new_current_thread()
+        Rt::Tokio | Rt::Server => tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .expect("a tokio runtime")
@@ -144,6 +149,27 @@ impl Ctx {
                         hub: hub.clone(),
                     });
                     let _ = served_tx.send(ferret_ws_tokio::serve(listener, hub).await);
+                });
+            }
+            Rt::Server => {
+                let handle = self.tokio.as_ref().expect("a tokio server runtime");
+                handle.spawn(async move {
+                    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+                        .await
+                        .expect("bind");
+                    let addr = listener.local_addr().expect("local address");
+                    let hub = ferret_ws_server::start_hub(config);
+                    let app = ferret_ws_server::App::builder()
+                        .hub(hub.clone())
+                        .local_port(addr.port())
+                        .build();
+                    let _ = started.send(Server {
+                        addr,
+                        hub: hub.clone(),
+                    });
+                    // The harness shuts the hub down; the server then stops serving.
+                    let finished = async move { hub.finished().await };
+                    let _ = served_tx.send(ferret_ws_server::serve(listener, app, finished).await);
                 });
             }
             Rt::AsyncStd => {
@@ -236,7 +262,7 @@ impl Ctx {
 
     async fn tcp(&self, addr: SocketAddr) -> io::Result<BoxIo> {
         Ok(match self.client {
-            Rt::Tokio => {
+            Rt::Tokio | Rt::Server => {
                 let stream = tokio::net::TcpStream::connect(addr).await?;
                 stream.set_nodelay(true)?;
                 Box::new(async_tungstenite::tokio::TokioAdapter::new(stream))
@@ -253,7 +279,7 @@ impl Ctx {
     /// measures (a heartbeat window, a TTL), never to wait for something to happen.
     pub async fn sleep(&self, duration: Duration) {
         match self.client {
-            Rt::Tokio => tokio::time::sleep(duration).await,
+            Rt::Tokio | Rt::Server => tokio::time::sleep(duration).await,
             Rt::AsyncStd => async_std::task::sleep(duration).await,
         }
     }

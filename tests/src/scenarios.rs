@@ -937,3 +937,16 @@ pub async fn unfinished_handshake_dropped(h: Ctx) {
     let id = publish(&server.hub, "project_created", json!({})).await;
     assert_eq!(client.next_json().await["event_id"], id.to_string());
 }
+
+/// Registration at the 101 (PROTOCOL.md §5): a client that publishes the instant it has read
+/// `101 Switching Protocols` gets the event, on every one of many fresh connections.
+pub async fn registered_at_the_101(h: Ctx) {
+    let server = h.server(config().build().unwrap()).await;
+    for n in 0..1000 {
+        let mut client = h.connect(&server, "").await; // returns once the 101 is read
+        let id = publish(&server.hub, "right_after_the_101", json!({ "n": n })).await;
+        let json = client.next_json().await;
+        assert_eq!(json["type"], "right_after_the_101", "connection {n}");
+        assert_eq!(json["event_id"], id.to_string(), "connection {n}");
+    }
+}

@@ -1,7 +1,8 @@
 //! The scenario suite, instantiated for each runtime and for mixed client/server pairs.
 //!
 //! Every scenario is written once in `ferret_ws_tests::scenarios`; `suite!` makes one
-//! `#[test]` per scenario for a given server runtime and client runtime.
+//! `#[test]` per scenario for a given server (an adapter's standalone `serve`, or the
+//! `ferret-ws` server's own path) and client runtime.
 
 use ferret_ws_tests::{run, scenarios, Rt};
 
@@ -40,6 +41,7 @@ macro_rules! full_suite {
                 over_capacity_503,
                 graceful_shutdown,
                 unfinished_handshake_dropped,
+                registered_at_the_101,
             ]
         );
     };
@@ -47,6 +49,8 @@ macro_rules! full_suite {
 
 full_suite!(tokio, Rt::Tokio, Rt::Tokio);
 full_suite!(async_std, Rt::AsyncStd, Rt::AsyncStd);
+// The server's production path: its accept loop, the axum App and its `/ws` handler.
+full_suite!(server, Rt::Server, Rt::Tokio);
 
 // Cross-runtime pairs: the wire is the same whoever is on the other end.
 suite!(
