@@ -249,6 +249,74 @@ async fn publish_answers_202_with_the_event_id() {
     assert_eq!(second.body, json!({"event_id": format!("{epoch}-2")}));
 }
 
+/// State, then stream, without a gap (PROTOCOL.md §3): every response names the newest event
+/// sequenced before it was made.
+#[tokio::test]
+async fn every_response_carries_the_event_head() {
+    let router = router();
+    let head = |answer: &Answer| {
+        answer
+            .headers
+            .get("x-event-head")
+            .expect("X-Event-Head on every response")
+            .to_str()
+            .unwrap()
+            .to_owned()
+    };
+    let ready = send(&router, get("/health/ready")).await;
+    let epoch = ready.body["epoch"].as_str().unwrap().to_owned();
+    assert_eq!(head(&ready), format!("{epoch}-0"), "before any event");
+    let created = send(
+        &router,
+        post_json("/api/v1/projects", &json!({"name": "Holiday cut"})),
+    )
+    .await;
+    assert_eq!(created.status, StatusCode::CREATED);
+    let listed = send(&router, get("/api/v1/projects")).await;
+    assert_eq!(
+        head(&listed),
+        format!("{epoch}-1"),
+        "the project_created event"
+    );
+    let missing = send(&router, get("/nowhere")).await;
+    assert_eq!(missing.status, StatusCode::NOT_FOUND);
+    assert_eq!(head(&missing), format!("{epoch}-1"), "errors carry it too");
+}
+
+/// `Idempotency-Key`: one event per key; a retry answers 202 with the first id.
+#[tokio::test]
+async fn a_publish_with_an_idempotency_key_happens_once() {
+    let router = router();
+    let keyed = |key: &str| {
+        Request::post("/api/v1/events")
+            .header("content-type", "application/json")
+            .header("idempotency-key", key)
+            .body(Body::from(r#"{"type":"render.done"}"#))
+            .unwrap()
+    };
+    let first = send(&router, keyed("render-42")).await;
+    assert_eq!(first.status, StatusCode::ACCEPTED, "{}", first.text);
+    let retry = send(&router, keyed("render-42")).await;
+    assert_eq!(retry.status, StatusCode::ACCEPTED);
+    assert_eq!(retry.body, first.body, "the first event's id");
+    let other = send(&router, keyed("render-43")).await;
+    assert_ne!(other.body, first.body);
+    let metrics = send(&router, get("/metrics")).await;
+    assert!(
+        metrics
+            .text
+            .lines()
+            .any(|l| l == "ferret_ws_events_published_total 2"),
+        "{}",
+        metrics.text
+    );
+    for bad in ["", "with space", &"k".repeat(129)] {
+        let answer = send(&router, keyed(bad)).await;
+        assert_eq!(answer.status, StatusCode::BAD_REQUEST, "{bad:?}");
+        assert_eq!(answer.code(), "invalid_idempotency_key");
+    }
+}
+
 #[tokio::test]
 async fn publish_errors_have_the_contract_statuses() {
     let router = router();
@@ -329,6 +397,11 @@ async fn publish_errors_have_the_contract_statuses() {
             post_json("/api/v1/events", &json!({"type": "heartbeat"})),
             StatusCode::UNPROCESSABLE_ENTITY,
             "reserved",
+        ),
+        (
+            post_json("/api/v1/events", &json!({"type": "health_status"})),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "reserved for the server (v2)",
         ),
         (
             post_json("/api/v1/events", &json!({"type": "pong"})),

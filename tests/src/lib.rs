@@ -54,7 +54,11 @@ pub type Scenario = fn(Ctx) -> Pin<Box<dyn Future<Output = ()>>>;
 /// Runs `scenario` with its servers on `server` and its clients on `client`, then shuts
 /// down every server it started.
 pub fn run(server: Rt, client: Rt, scenario: Scenario) {
-    assert_ne!(client, Rt::Server, "the server path is not a client runtime");
+    assert_ne!(
+        client,
+        Rt::Server,
+        "the server path is not a client runtime"
+    );
     let server_runtime = match server {
         Rt::Tokio | Rt::Server => Some(
             tokio::runtime::Builder::new_multi_thread()

@@ -7,11 +7,11 @@ use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 use ferret_ws_core::{Event, EventId, EventType};
-use ferret_ws_runtime::PublishError;
 use ferret_ws_runtime::tungstenite::protocol::frame::coding::{Data, OpCode};
 use ferret_ws_runtime::tungstenite::protocol::frame::Frame;
 use ferret_ws_runtime::tungstenite::{self, Message};
 use ferret_ws_runtime::HubHandle;
+use ferret_ws_runtime::PublishError;
 use futures::future::{join, join_all};
 use futures::io::{AsyncReadExt, AsyncWriteExt};
 use serde_json::{json, Value};
