@@ -1,11 +1,16 @@
-// ferret-ws.js: the browser client for a ferret-ws hub (docs/PROTOCOL.md; written against
-// version 1 of the protocol).
+// ferret-ws.js: the browser client for a ferret-ws hub (docs/PROTOCOL.md, version 2).
 //
 // A dependency-free ES module. One `FerretClient` keeps one WebSocket to `/ws` alive:
 //
 // * it remembers the `event_id` of the last *stream* frame (events and heartbeats; control
 //   frames have a null id and never move it) and resumes with `?last_event_id=` on every
-//   reconnect, so the hub replays what was missed or says `resync_required`;
+//   reconnect, so the hub replays what was missed or says `resync_required`; the first
+//   connect can start from the `X-Event-Head` of the page's state fetch (`eventHead()`), so
+//   nothing published between that fetch and the connect is missed;
+// * it checks continuity itself: on a connection that takes every event, event seqs follow
+//   each other and a heartbeat names the last event received, so a hole that no
+//   `resync_required` explained raises `resync` (reason `gap`); an in-band `resync_required`
+//   raises `resync` without reconnecting;
 // * it reconnects with exponential backoff and full jitter (base 500 ms, cap 30 s), and
 //   forgets the backoff once a connection has stayed up for `stableAfterMs`;
 // * a watchdog compares wall-clock times (`now()`, `Date.now` by default) on a coarse check
@@ -97,6 +102,29 @@
  *                                           globalThis.document; null to disable)
  */
 
+/**
+ * The `X-Event-Head` of a `fetch` response: the newest event the server had sequenced when it
+ * made the response. Pass it as `lastEventId` to connect right after rendering that
+ * response's state, and no event in between is missed (PROTOCOL.md §3).
+ *
+ * @param {{headers: {get(name: string): string|null}}} response
+ * @returns {string|null}
+ */
+export function eventHead(response) {
+  const head = response?.headers?.get('x-event-head');
+  return head && /^[0-9a-f]{8}-(0|[1-9][0-9]*)$/.test(head) ? head : null;
+}
+
+/**
+ * Splits an `event_id` into its epoch and seq, or null.
+ * @param {string} id
+ * @returns {{epoch: string, seq: number}|null}
+ */
+function parseId(id) {
+  const m = /^([0-9a-f]{8})-(0|[1-9][0-9]*)$/.exec(id);
+  return m ? { epoch: m[1], seq: Number(m[2]) } : null;
+}
+
 /** Control frames: sent to one client, not part of the stream, `event_id` null. */
 export const CONTROL_TYPES = Object.freeze(['pong', 'subscribed', 'error', 'resync_required']);
 
@@ -159,7 +187,7 @@ export function normalizeTypes(types) {
  * | `event:<type>`     | {@link Frame}                        | the same, per event type      |
  * | `heartbeat`        | {@link Frame}                        | a heartbeat                   |
  * | `frame`            | {@link Frame}                        | every parsed frame            |
- * | `resync`           | `{reason, last_event_id}`            | the hub could not replay      |
+ * | `resync`           | `{reason, last_event_id}`            | events may be missing: refetch|
  * | `subscribed`       | `{types}`                            | a filter is in force          |
  * | `pong`             | {@link Frame}                        | answer to `ping()`            |
  * | `servererror`      | `{code, detail}`                     | the hub's `error` frame       |
@@ -222,6 +250,8 @@ export class FerretClient extends EventTarget {
     this._retryTimer = null;
     /** @type {{resolve: (f: Frame) => void, reject: (e: Error) => void}[]} */
     this._pendingPings = [];
+    /** A `resync_required` arrived since the last stream frame: the next one may jump. */
+    this._resyncSeen = false;
     this._listening = false;
     this._onOnline = () => this._wake('online');
     this._onVisibility = () => {
@@ -369,6 +399,7 @@ export class FerretClient extends EventTarget {
     this._setState('connecting', { cause });
     let ws;
     try {
+      this._resyncSeen = false; // a new socket: the hub replays from the anchor or says so
       ws = new this._WebSocket(url);
     } catch (err) {
       // A URL the constructor refuses will not get better by retrying.
@@ -417,6 +448,7 @@ export class FerretClient extends EventTarget {
     this.stats.frames += 1;
     // Only stream frames (non-null event_id) move the anchor; control frames never do.
     if (typeof frame.event_id === 'string' && frame.event_id !== '') {
+      this._checkContinuity(frame);
       this.lastEventId = frame.event_id;
     }
     this.dispatchEvent(new CustomEvent('frame', { detail: frame }));
@@ -438,6 +470,7 @@ export class FerretClient extends EventTarget {
         }));
         return;
       case 'resync_required':
+        this._resyncSeen = true;
         this.stats.resyncs += 1;
         this.dispatchEvent(new CustomEvent('resync', {
           detail: { reason: payload.reason ?? null, last_event_id: payload.last_event_id ?? null },
@@ -450,6 +483,29 @@ export class FerretClient extends EventTarget {
         this.dispatchEvent(new CustomEvent('event', { detail: frame }));
         this.dispatchEvent(new CustomEvent('event:' + frame.type, { detail: frame }));
     }
+  }
+
+  /**
+   * The client's own proof that it missed nothing (PROTOCOL.md §1): on a connection that takes
+   * every event, event seqs follow each other and a heartbeat names the last event received.
+   * A hole that no `resync_required` explained is reported as a `resync` (reason `gap`).
+   * @param {Frame} frame
+   */
+  _checkContinuity(frame) {
+    const prev = this.lastEventId ? parseId(this.lastEventId) : null;
+    const next = parseId(/** @type {string} */ (frame.event_id));
+    const explained = this._resyncSeen;
+    this._resyncSeen = false;
+    const everything = this.types.length === 0 || this.types.includes('*');
+    if (!prev || !next || explained || !everything) return;
+    const heartbeat = frame.type === 'heartbeat' || frame.type === 'health_status';
+    const continuous = prev.epoch === next.epoch &&
+      (heartbeat ? next.seq === prev.seq : next.seq === prev.seq + 1);
+    if (continuous) return;
+    this.stats.resyncs += 1;
+    this.dispatchEvent(new CustomEvent('resync', {
+      detail: { reason: 'gap', last_event_id: this.lastEventId, next_event_id: frame.event_id },
+    }));
   }
 
   /**

@@ -3,7 +3,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import {
-  FerretClient, backoffDelay, normalizeTypes,
+  FerretClient, backoffDelay, eventHead, normalizeTypes,
 } from '../../server/static/ferret-ws.js';
 
 // ---- fakes -------------------------------------------------------------------------------------
@@ -82,9 +82,10 @@ function fakeWebSocketClass() {
 
 const EPOCH = '0badcafe';
 let seq = 0;
+// Protocol v2: events take consecutive seqs; a heartbeat names the newest event.
 const ev = (type, payload = {}, cid = null) => ({
   type, payload, correlation_id: cid, timestamp: '2026-04-26T17:24:55.055181+00:00',
-  event_id: `${EPOCH}-${++seq}`,
+  event_id: type === 'heartbeat' ? `${EPOCH}-${seq}` : `${EPOCH}-${++seq}`,
 });
 const control = (type, payload = {}) => ({
   type, payload, correlation_id: null, timestamp: '2026-04-26T17:24:55.055181+00:00',
@@ -224,6 +225,57 @@ test('anchor: a starting anchor can be given, and event kinds are dispatched apa
   assert.deepEqual(seen.resync, [{ reason: 'unknown_epoch', last_event_id: `${EPOCH}-41` }]);
   assert.equal(seen.frame, 3);
   assert.equal(client.stats.resyncs, 1);
+});
+
+test('continuity: a hole in event seqs that no resync_required explains is a resync (gap)', () => {
+  const { client, last } = setup();
+  const resyncs = [];
+  client.addEventListener('resync', (e) => resyncs.push(e.detail));
+  client.connect();
+  last().serverOpen();
+  const first = ev('a');
+  last().serverSend(first);
+  last().serverSend(ev('heartbeat'));
+  last().serverSend(ev('b'));
+  assert.deepEqual(resyncs, [], 'consecutive events and a heartbeat naming the last one');
+  ev('lost'); // the hub never sent it
+  const after = ev('c');
+  last().serverSend(after);
+  assert.equal(resyncs.length, 1);
+  assert.equal(resyncs[0].reason, 'gap');
+  assert.equal(resyncs[0].next_event_id, after.event_id);
+  // A heartbeat naming an event never received is a hole too.
+  ev('lost again');
+  last().serverSend(ev('heartbeat'));
+  assert.equal(resyncs.length, 2);
+  // An in-band resync_required explains the next jump: one resync, not two, and no reconnect.
+  ev('skipped');
+  last().serverSend(control('resync_required', { reason: 'evicted', last_event_id: client.lastEventId }));
+  last().serverSend(ev('d'));
+  assert.deepEqual(resyncs.map((r) => r.reason), ['gap', 'gap', 'evicted']);
+  assert.equal(client.state, 'open', 'an in-band resync keeps the connection');
+});
+
+test('continuity: a filtered connection does not judge holes (its filter makes them)', () => {
+  const { client, last } = setup({ types: ['scan_*'] });
+  const resyncs = [];
+  client.addEventListener('resync', (e) => resyncs.push(e.detail));
+  client.connect();
+  last().serverOpen();
+  last().serverSend(ev('scan_started'));
+  ev('project_created'); // filtered out by the hub
+  last().serverSend(ev('scan_completed'));
+  last().serverSend(ev('heartbeat'));
+  assert.deepEqual(resyncs, []);
+});
+
+test('eventHead: the X-Event-Head of a fetch response, if well-formed', () => {
+  const response = (value) => ({ headers: { get: (name) => (name === 'x-event-head' ? value : null) } });
+  assert.equal(eventHead(response(`${EPOCH}-0`)), `${EPOCH}-0`);
+  assert.equal(eventHead(response(`${EPOCH}-42`)), `${EPOCH}-42`);
+  assert.equal(eventHead(response(null)), null);
+  assert.equal(eventHead(response(' 0000000a-1')), null);
+  assert.equal(eventHead(response('garbage')), null);
 });
 
 // ---- close codes -------------------------------------------------------------------------------

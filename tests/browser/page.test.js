@@ -24,10 +24,11 @@ after(async () => { await browser?.close(); });
  * A fresh server, browser context and page for one test, torn down by the test's `after`.
  * @param {import('node:test').TestContext} t
  */
-async function fixture(t, { args = [], query = '' } = {}) {
+async function fixture(t, { args = [], query = '', beforeLoad = null } = {}) {
   const server = await Server.start({ args });
   const context = await browser.newContext({ viewport: { width: 1280, height: 900 } });
   const page = await context.newPage();
+  if (beforeLoad) await beforeLoad(page, server);
   const consoleLines = [];
   page.on('console', (m) => consoleLines.push(`[${m.type()}] ${m.text()}`));
   page.on('pageerror', (e) => consoleLines.push(`[pageerror] ${e.message}`));
@@ -195,6 +196,35 @@ test('the hub panel shows connections, events per second, queued bytes and resyn
     await shot(page, 'hub-panel.png');
   } catch (err) {
     await shot(page, 'failure-hub-panel.png').catch(() => {});
+    err.message += `\npage: ${JSON.stringify(await pageState(page))}\nserver:\n${server.output()}`;
+    throw err;
+  }
+});
+
+test('the first connect continues from the state the page fetched (X-Event-Head)', { timeout: 90000 }, async (t) => {
+  let between = null;
+  // The page's first state fetch gets its real response, but only after an event has been
+  // published: the event comes after the state the page renders and before its connect.
+  const beforeLoad = async (page, server) => {
+    await page.route('**/health/ready', async (route) => {
+      const response = await route.fetch();
+      between = await server.publish('test.between_fetch_and_connect', {});
+      await route.fulfill({ response });
+    }, { times: 1 });
+  };
+  const { server, page } = await fixture(t, { beforeLoad });
+  try {
+    await waitUntilLive(page);
+    assert.ok(between, 'the event was published between the fetch and the connect');
+    await waitForRow(page, `[data-event-id="${between}"]`);
+    const after = await server.publish('test.after_connect', {});
+    await waitForRow(page, `[data-event-id="${after}"]`);
+    const seen = (await rows(page)).map((r) => r.eventId);
+    assert.deepEqual(seen.filter((id) => id === between), [between], 'exactly once');
+    assert.equal(Number(await page.locator('#resync-notice').getAttribute('data-count')), 0,
+      'no resync: the head anchor resumed cleanly');
+  } catch (err) {
+    await shot(page, 'failure-event-head.png').catch(() => {});
     err.message += `\npage: ${JSON.stringify(await pageState(page))}\nserver:\n${server.output()}`;
     throw err;
   }
