@@ -31,6 +31,8 @@ pub struct Admission {
     refused: BTreeMap<u16, u64>,
     /// Handshakes answered with a close frame after upgrading, by close code.
     rejected: BTreeMap<u16, u64>,
+    /// Whether the hub can serve: `false` until a cluster node has reached its log.
+    available: bool,
 }
 
 /// One of the `max_connections` slots, held by an admitted handshake until its socket is
@@ -62,7 +64,14 @@ impl Admission {
             per_peer: BTreeMap::new(),
             refused: BTreeMap::new(),
             rejected: BTreeMap::new(),
+            available: true,
         }
+    }
+
+    /// Whether new connections can be served. A cluster node that has not yet reached its
+    /// log sets `false`: handshakes are then refused with 503 and `Retry-After`.
+    pub fn set_available(&mut self, available: bool) {
+        self.available = available;
     }
 
     /// Decides a handshake ([`decide`]) and takes a slot for an upgrade.
@@ -111,6 +120,9 @@ impl Admission {
     }
 
     fn capacity(&self, peer: Option<IpAddr>) -> Capacity {
+        if !self.available {
+            return Capacity::Unavailable;
+        }
         if self.held >= self.config.max_connections() {
             return Capacity::Full;
         }

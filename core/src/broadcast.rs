@@ -23,8 +23,8 @@ use std::time::Instant;
 use serde_json::json;
 
 use crate::close::CloseCause;
-use crate::conn::ConnId;
-use crate::event::{types, EventId, Seq, SequencedEvent};
+use crate::conn::{CatchUp, ConnId};
+use crate::event::{types, Epoch, EventId, Seq, SequencedEvent};
 use crate::hub::{Hub, Output};
 use crate::replay::ResyncReason;
 
@@ -78,6 +78,21 @@ impl Hub {
         }
     }
 
+    /// The log started a new epoch and has no event in it yet (it was lost and recreated):
+    /// empties the replay buffer, moves the head to `<epoch>-0` and tells every open
+    /// connection `resync_required` (`unknown_epoch`). `false` if `epoch` is the current one
+    /// (or the hub is shutting down): nothing changes.
+    pub fn start_epoch(&mut self, now: Instant, epoch: Epoch) -> bool {
+        self.advance(now);
+        if self.shutdown_deadline.is_some() || epoch == self.head.epoch {
+            return false;
+        }
+        self.replay.reset();
+        self.head = EventId::start(epoch);
+        self.resync_all(ResyncReason::UnknownEpoch, Seq(1));
+        true
+    }
+
     /// Tells every open connection that its stream has a hole before `next`; a catching-up
     /// connection abandons the rest of its replay and goes on with `next`, as its queue
     /// drains. The notice takes one of the queue's extra slots: nobody is closed for it unless
@@ -96,6 +111,8 @@ impl Hub {
             if let Some(catch_up) = &mut conn.catch_up {
                 catch_up.cursor = Seq(next.0 - 1);
                 catch_up.heartbeat = None;
+                catch_up.backlog.clear();
+                catch_up.fetching = None;
             }
             let last = conn.last_sent.map(|id| id.to_string());
             let payload = json!({ "reason": reason.as_str(), "last_event_id": last });
@@ -154,7 +171,18 @@ impl Hub {
         };
         let epoch = self.head.epoch;
         loop {
-            if self.replay.lost_after(catch_up.cursor).is_some() {
+            if catch_up.fetching.is_some() {
+                return self.keep_catching_up(id, catch_up); // the log has not answered yet
+            }
+            if catch_up.backlog.is_empty() && self.replay.lost_after(catch_up.cursor).is_some() {
+                if self.backfill {
+                    // The buffer lost what comes next, but the log keeps more: ask it.
+                    let after = EventId {
+                        epoch,
+                        seq: catch_up.cursor,
+                    };
+                    return self.fetch(id, catch_up, after);
+                }
                 // Live traffic pushed out events this connection had yet to get.
                 return self.close(id, CloseCause::SlowConsumer);
             }
@@ -170,8 +198,13 @@ impl Hub {
                 }
                 catch_up.heartbeat = Some((named, frame));
             }
-            let Some(next) = self.replay.next_after(catch_up.cursor) else {
-                return; // caught up: live delivery from now on
+            // Events fetched from the log come first, then the buffer's.
+            let next = match catch_up.backlog.front() {
+                Some(fetched) => fetched,
+                None => match self.replay.next_after(catch_up.cursor) {
+                    Some(buffered) => buffered,
+                    None => return, // caught up: live delivery from now on
+                },
             };
             let (seq, frame) = (next.id().seq, next.frame().clone());
             let wanted = self
@@ -180,6 +213,9 @@ impl Hub {
                 .is_some_and(|c| c.filter.matches(next.event_type().as_str()));
             if wanted && !self.try_queue(id, &frame, EventId { epoch, seq }) {
                 return self.keep_catching_up(id, catch_up); // more when the writer reports a flush
+            }
+            if catch_up.backlog.front().is_some_and(|e| e.id().seq == seq) {
+                catch_up.backlog.pop_front();
             }
             catch_up.cursor = seq;
         }
@@ -202,7 +238,21 @@ impl Hub {
         true
     }
 
-    fn keep_catching_up(&mut self, id: ConnId, catch_up: crate::conn::CatchUp) {
+    /// Asks the log for the events after `after` that the buffer no longer has; replay
+    /// waits for the answer ([`Input::Fetched`](crate::Input::Fetched)).
+    pub(crate) fn fetch(&mut self, id: ConnId, mut catch_up: CatchUp, after: EventId) {
+        let before = self.replay.first_seq().unwrap_or(self.head.seq.next());
+        catch_up.fetching = Some((after, before));
+        self.metrics.fetches += 1;
+        self.outputs.push_back(Output::Fetch {
+            conn: id,
+            after,
+            before,
+        });
+        self.keep_catching_up(id, catch_up);
+    }
+
+    fn keep_catching_up(&mut self, id: ConnId, catch_up: CatchUp) {
         if let Some(conn) = self.conns.get_mut(&id) {
             conn.catch_up = Some(catch_up);
         }

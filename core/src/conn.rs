@@ -43,6 +43,22 @@ pub(crate) struct CatchUp {
     /// A heartbeat that ticked while catching up, with the seq it names: sent once the
     /// replay has reached that event, so that it never names one still to come.
     pub(crate) heartbeat: Option<(Seq, Bytes)>,
+    /// Events older than the replay buffer, fetched from the log for this connection
+    /// ([`crate::Output::Fetch`]); replayed before the buffer's.
+    pub(crate) backlog: std::collections::VecDeque<crate::event::SequencedEvent>,
+    /// The fetch outstanding, `(after, before)`: nothing is replayed until it is answered.
+    pub(crate) fetching: Option<(crate::event::EventId, Seq)>,
+}
+
+impl CatchUp {
+    pub(crate) fn from(cursor: Seq) -> CatchUp {
+        CatchUp {
+            cursor,
+            heartbeat: None,
+            backlog: Default::default(),
+            fetching: None,
+        }
+    }
 }
 
 impl Conn {

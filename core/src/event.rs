@@ -209,6 +209,11 @@ impl Timestamp {
         )
     }
 
+    /// How long after `earlier` this is (zero if it is not later).
+    pub fn saturating_since(self, earlier: Timestamp) -> Duration {
+        (self.0 - earlier.0).try_into().unwrap_or(Duration::ZERO)
+    }
+
     /// Appends `2026-04-26T17:24:55.055181+00:00`, always in this shape.
     fn write(self, out: &mut Vec<u8>) {
         use std::io::Write;
@@ -285,10 +290,8 @@ impl Event {
         self.correlation_id.as_deref()
     }
 
-    /// Encodes the envelope once with its id and time: the step that makes it a stream frame.
-    ///
-    /// This is the sequencing seam: a hub that takes ids from an external log calls this with
-    /// the log's ids and hands the result to [`Hub::publish_sequenced`](crate::Hub::publish_sequenced).
+    /// Encodes the envelope once with its id and time: the step that makes it a stream frame
+    /// ([`crate::Sequencer`] does it in the embedded mode).
     pub fn sequence(self, id: EventId, at: Timestamp) -> SequencedEvent {
         let frame = encode_envelope(
             self.event_type.as_str(),
@@ -303,10 +306,55 @@ impl Event {
             frame,
         }
     }
+
+    /// Encodes the envelope once, with its time but before it has an id: everything up to
+    /// `"event_id":`. An external log stores this [`EventBody`]; whoever reads the entry back
+    /// with its id makes the frame with [`SequencedEvent::from_body`], and every reader gets
+    /// the same bytes.
+    pub fn encode_body(&self, at: Timestamp) -> EventBody {
+        let out = envelope_start(
+            self.event_type.as_str(),
+            &self.payload,
+            self.correlation_id.as_deref(),
+            at,
+        );
+        EventBody {
+            event_type: self.event_type.clone(),
+            bytes: Bytes::from(out),
+        }
+    }
+}
+
+/// An envelope without its id ([`Event::encode_body`]): what an external log stores.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EventBody {
+    event_type: EventType,
+    bytes: Bytes,
+}
+
+impl EventBody {
+    /// Takes a body read back from a log; `None` unless it is UTF-8 and shaped as
+    /// [`Event::encode_body`] makes it (`{"type":"<event_type>",` … `,"event_id":`).
+    pub fn from_stored(event_type: &str, bytes: Bytes) -> Option<EventBody> {
+        let event_type = EventType::new(event_type).ok()?;
+        let head = format!("{{\"type\":\"{}\",", event_type.as_str());
+        let shaped = bytes.starts_with(head.as_bytes()) && bytes.ends_with(b",\"event_id\":");
+        (shaped && std::str::from_utf8(&bytes).is_ok()).then_some(EventBody { event_type, bytes })
+    }
+
+    /// The type.
+    pub fn event_type(&self) -> &EventType {
+        &self.event_type
+    }
+
+    /// The stored bytes.
+    pub fn bytes(&self) -> &Bytes {
+        &self.bytes
+    }
 }
 
 /// A stream event with its id, encoded once; cloning it shares the bytes.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SequencedEvent {
     id: EventId,
     event_type: EventType,
@@ -314,6 +362,20 @@ pub struct SequencedEvent {
 }
 
 impl SequencedEvent {
+    /// The stream frame of a stored body with the id the log gave it: the body's bytes, then
+    /// `"<id>"}`. Every reader of the same entry makes the same bytes.
+    pub fn from_body(id: EventId, body: &EventBody) -> SequencedEvent {
+        use std::io::Write;
+        let mut out = Vec::with_capacity(body.bytes.len() + 24);
+        out.extend_from_slice(&body.bytes);
+        let _ = write!(out, "\"{id}\"}}"); // writing to a Vec cannot fail
+        SequencedEvent {
+            id,
+            event_type: body.event_type.clone(),
+            frame: Bytes::from(out),
+        }
+    }
+
     /// The id.
     pub fn id(&self) -> EventId {
         self.id
@@ -340,6 +402,24 @@ pub(crate) fn encode_envelope(
     id: Option<EventId>,
 ) -> Bytes {
     use std::io::Write;
+    let mut out = envelope_start(event_type, payload, correlation_id, at);
+    match id {
+        Some(id) => {
+            let _ = write!(out, "\"{id}\"");
+        }
+        None => out.extend_from_slice(b"null"),
+    }
+    out.push(b'}');
+    Bytes::from(out)
+}
+
+/// The envelope up to and including `"event_id":`.
+fn envelope_start(
+    event_type: &str,
+    payload: &Map<String, Value>,
+    correlation_id: Option<&str>,
+    at: Timestamp,
+) -> Vec<u8> {
     let mut out = Vec::with_capacity(128 + event_type.len() + correlation_id.map_or(0, str::len));
     out.extend_from_slice(b"{\"type\":\"");
     out.extend_from_slice(event_type.as_bytes()); // valid names need no escaping
@@ -354,14 +434,7 @@ pub(crate) fn encode_envelope(
     out.extend_from_slice(b",\"timestamp\":\"");
     at.write(&mut out);
     out.extend_from_slice(b"\",\"event_id\":");
-    match id {
-        Some(id) => {
-            let _ = write!(out, "\"{id}\"");
-        }
-        None => out.extend_from_slice(b"null"),
-    }
-    out.push(b'}');
-    Bytes::from(out)
+    out
 }
 
 /// Encodes a control frame (`pong`, `subscribed`, `error`, `resync_required`): not part of the
@@ -444,6 +517,34 @@ mod tests {
         ] {
             assert_eq!(EventId::parse(bad), None, "{bad}");
         }
+    }
+
+    #[test]
+    fn a_stored_body_with_its_id_is_the_same_frame() {
+        let event = Event::new(EventType::new("render.done").unwrap()).with_correlation_id("c");
+        let at = Timestamp::new(datetime!(2026-04-26 17:24:55.055181 UTC));
+        let id = EventId {
+            epoch: Epoch(7),
+            seq: Seq(42),
+        };
+        let body = event.encode_body(at);
+        let stored = EventBody::from_stored("render.done", body.bytes().clone()).unwrap();
+        assert_eq!(
+            SequencedEvent::from_body(id, &stored),
+            event.sequence(id, at),
+            "the same bytes as sequencing in one step"
+        );
+        assert_eq!(
+            EventBody::from_stored("render.done", Bytes::from_static(b"{}")),
+            None
+        );
+        assert_eq!(EventBody::from_stored("other", body.bytes().clone()), None);
+        let mut bad = body.bytes().to_vec();
+        bad[30] = 0xff;
+        assert_eq!(
+            EventBody::from_stored("render.done", Bytes::from(bad)),
+            None
+        );
     }
 
     #[test]

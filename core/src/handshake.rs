@@ -115,6 +115,9 @@ pub enum Capacity {
     Full,
     /// The client's address has `max_connections_per_ip` open: 429 with `Retry-After`.
     PeerFull,
+    /// The hub cannot serve yet (a cluster node that has not reached its log): 503 with
+    /// `Retry-After`.
+    Unavailable,
 }
 
 /// Decides a `/ws` request, given whether a connection slot is free.
@@ -146,6 +149,13 @@ pub fn decide(config: &HubConfig, request: &HandshakeRequest<'_>, capacity: Capa
             return Decision::Refuse(Refusal {
                 status: 429,
                 reason: "too many connections from this address".into(),
+                retry_after: Some(OVERLOAD_RETRY_AFTER),
+            })
+        }
+        Capacity::Unavailable => {
+            return Decision::Refuse(Refusal {
+                status: 503,
+                reason: "the event log is not reachable yet".into(),
                 retry_after: Some(OVERLOAD_RETRY_AFTER),
             })
         }

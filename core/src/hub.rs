@@ -18,11 +18,13 @@ use crate::clock::WallClock;
 use crate::close::{CloseCause, CloseCode};
 use crate::config::HubConfig;
 use crate::conn::{CatchUp, Conn, ConnId};
-use crate::event::{encode_control, types, Epoch, Event, EventId, EventType, Seq};
+use crate::event::{
+    encode_control, types, Epoch, Event, EventId, EventType, Seq, SequencedEvent, Timestamp,
+};
 use crate::handshake::ConnParams;
 use crate::message::{parse_client_message, ClientMessage};
 use crate::metrics::Metrics;
-use crate::replay::ReplayBuffer;
+use crate::replay::{ReplayBuffer, ResyncReason};
 
 /// The event hub: a sans-IO state machine that owns every connection of `/ws` and fans out
 /// the events it is given.
@@ -78,6 +80,9 @@ pub struct Hub {
     pub(crate) shutdown_deadline: Option<Instant>,
     pub(crate) outputs: VecDeque<Output>,
     pub(crate) metrics: Metrics,
+    /// Whether the log behind the hub can re-read events older than the replay buffer
+    /// ([`Hub::enable_backfill`]).
+    pub(crate) backfill: bool,
 }
 
 /// A fact the adapter reports about one connection.
@@ -116,6 +121,16 @@ pub enum Input {
         frames: usize,
         /// Bytes of those frames' payloads.
         bytes: usize,
+    },
+    /// The log's answer to [`Output::Fetch`]: the events it still holds in that range, oldest
+    /// first, each with the time it was published (for the replay TTL).
+    Fetched {
+        /// The connection.
+        conn: ConnId,
+        /// The `after` of the fetch answered.
+        after: EventId,
+        /// The events, with their publication times.
+        events: Vec<(SequencedEvent, Timestamp)>,
     },
     /// The socket is gone; the hub forgets the connection.
     Disconnected {
@@ -191,6 +206,18 @@ pub enum Output {
         /// The connection.
         conn: ConnId,
     },
+    /// Read the log's events with `after < seq < before` (of `after`'s epoch) and report
+    /// them with [`Input::Fetched`]: a resuming connection needs what the replay buffer lost.
+    /// Only with [`Hub::enable_backfill`]. An answer that never comes leaves the connection
+    /// without replay until it is closed for silence or slowness.
+    Fetch {
+        /// The connection.
+        conn: ConnId,
+        /// Its anchor.
+        after: EventId,
+        /// The oldest event the hub still has (or the one after its head).
+        before: Seq,
+    },
 }
 
 impl Hub {
@@ -216,7 +243,15 @@ impl Hub {
             shutdown_deadline: None,
             outputs: VecDeque::new(),
             metrics: Metrics::default(),
+            backfill: false,
         }
+    }
+
+    /// Declares that the log behind this hub keeps more events than the replay buffer (a
+    /// cluster's stream): an anchor whose next events the buffer has lost is then answered by
+    /// [`Output::Fetch`] instead of `resync_required`, and the hub judges what comes back.
+    pub fn enable_backfill(&mut self) {
+        self.backfill = true;
     }
 
     /// The configuration.
@@ -251,26 +286,39 @@ impl Hub {
         self.conns.insert(id, Conn::new(self.now, params.filter));
         self.replay.prune(self.now);
         let resume = self.replay.resume(params.anchor.as_deref(), self.head);
-        if let Some(reason) = resume.resync {
-            *self.metrics.resyncs.entry(reason).or_default() += 1;
-            let payload = json!({ "reason": reason.as_str(), "last_event_id": params.anchor });
-            self.send_control(id, types::RESYNC_REQUIRED, payload);
-        }
         if self.shutdown_deadline.is_some() {
+            if let Some(reason) = resume.resync {
+                self.send_resync(id, reason, params.anchor.as_deref());
+            }
             self.send_notice(id, resume.after);
             return id;
+        }
+        if let Some(after) = self.fetchable(params.anchor.as_deref(), resume.resync) {
+            // The log may still hold what the buffer lost: ask for it before judging.
+            self.metrics.replays += 1;
+            self.fetch(id, CatchUp::from(after.seq), after);
+            return id;
+        }
+        if let Some(reason) = resume.resync {
+            self.send_resync(id, reason, params.anchor.as_deref());
         }
         if self.replay.next_after(resume.after).is_some() {
             self.metrics.replays += 1;
             if let Some(conn) = self.conns.get_mut(&id) {
-                conn.catch_up = Some(CatchUp {
-                    cursor: resume.after,
-                    heartbeat: None,
-                });
+                conn.catch_up = Some(CatchUp::from(resume.after));
             }
             self.pump(id);
         }
         id
+    }
+
+    /// The anchor, if the log should be asked for the events after it: backfill is on, and
+    /// the buffer lost some of them although the anchor is of this epoch and not ahead.
+    fn fetchable(&self, anchor: Option<&str>, resync: Option<ResyncReason>) -> Option<EventId> {
+        let anchor = EventId::parse(anchor?)?;
+        let lost = resync == Some(ResyncReason::Evicted);
+        (self.backfill && lost && anchor.epoch == self.head.epoch && anchor.seq < self.head.seq)
+            .then_some(anchor)
     }
 
     /// Feeds one fact about a connection. Inputs for unknown or closing connections are
@@ -297,6 +345,11 @@ impl Hub {
                 frames,
                 bytes,
             } => self.on_flushed(conn, frames, bytes),
+            Input::Fetched {
+                conn,
+                after,
+                events,
+            } => self.on_fetched(conn, after, events),
             Input::Disconnected { conn, cause } => self.on_disconnected(conn, cause),
         }
     }
@@ -483,6 +536,60 @@ impl Hub {
         }
     }
 
+    /// Judges the log's answer to a fetch: a fresh run of events right after the anchor is
+    /// replayed as is; one that starts later (trimmed from the log, or past the TTL) is
+    /// replayed after `resync_required`.
+    fn on_fetched(&mut self, id: ConnId, after: EventId, events: Vec<(SequencedEvent, Timestamp)>) {
+        let ttl = self.config.replay_ttl();
+        let wall = self.clock.at(self.now);
+        let Some(catch_up) = self
+            .conns
+            .get_mut(&id)
+            .filter(|c| c.is_open())
+            .and_then(|c| c.catch_up.as_mut())
+            .filter(|c| c.fetching.is_some_and(|(asked, _)| asked == after))
+        else {
+            self.metrics.stale_inputs += 1;
+            return;
+        };
+        let (_, before) = catch_up.fetching.take().expect("filtered above");
+        let mut aged = false;
+        let mut next = after.seq.next();
+        let mut started = false;
+        for (event, at) in events {
+            let id = event.id();
+            if id.epoch != after.epoch || id.seq < next || id.seq >= before {
+                continue; // outside the range asked, or out of order
+            }
+            if wall.saturating_since(at) >= ttl {
+                aged = true;
+                continue;
+            }
+            if started && id.seq != next {
+                break; // the log has no holes; keep the run that follows on
+            }
+            started = true;
+            next = id.seq.next();
+            catch_up.backlog.push_back(event);
+        }
+        let first = catch_up.backlog.front().map(|e| e.id().seq);
+        if first.is_none() {
+            // Nothing usable: go on with what the buffer has.
+            catch_up.cursor = catch_up.cursor.max(Seq(before.0.saturating_sub(1)));
+        }
+        // Capped answers are fine (the rest is asked for next); a late start is a hole.
+        if first != Some(after.seq.next()) {
+            let reason = if aged {
+                ResyncReason::Expired
+            } else {
+                ResyncReason::Evicted
+            };
+            let anchor = after.to_string();
+            self.send_resync(id, reason, Some(&anchor));
+        }
+        self.pump(id);
+    }
+
     fn on_disconnected(&mut self, id: ConnId, cause: DisconnectCause) {
         let Some(conn) = self.conns.remove(&id) else {
             self.metrics.stale_inputs += 1;
@@ -498,6 +605,13 @@ impl Hub {
                 DisconnectCause::Finished | DisconnectCause::Lost => CloseCode::ABNORMAL.0,
             }),
         }
+    }
+
+    /// Tells one connection its anchor cannot be resumed without a gap.
+    fn send_resync(&mut self, id: ConnId, reason: ResyncReason, anchor: Option<&str>) {
+        *self.metrics.resyncs.entry(reason).or_default() += 1;
+        let payload = json!({ "reason": reason.as_str(), "last_event_id": anchor });
+        self.send_control(id, types::RESYNC_REQUIRED, payload);
     }
 
     /// Queues a control frame (not part of the stream: no id) to one connection; one without

@@ -68,7 +68,7 @@ pub use close::{truncate_reason, CloseCause, CloseCode, MAX_CLOSE_REASON};
 pub use config::{ConfigError, HubConfig, HubConfigBuilder};
 pub use conn::ConnId;
 pub use event::{
-    is_valid_type_name, types, Epoch, Event, EventId, EventType, EventTypeError, Seq,
+    is_valid_type_name, types, Epoch, Event, EventBody, EventId, EventType, EventTypeError, Seq,
     SequencedEvent, Timestamp, MAX_TYPE_LEN,
 };
 pub use filter::{FilterError, TypeFilter, MAX_PATTERNS};

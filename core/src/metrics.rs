@@ -23,6 +23,8 @@ pub struct Metrics {
     pub closes: BTreeMap<u16, u64>,
     /// Connections that started with a replay from the buffer.
     pub replays: u64,
+    /// Resuming connections whose replay was asked of the log ([`crate::Output::Fetch`]).
+    pub fetches: u64,
     /// `resync_required` frames sent, by reason.
     pub resyncs: BTreeMap<ResyncReason, u64>,
     /// Events in the replay buffer that are still within the TTL.

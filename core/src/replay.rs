@@ -186,6 +186,11 @@ impl ReplayBuffer {
         }
     }
 
+    /// The oldest buffered event's seq.
+    pub(crate) fn first_seq(&self) -> Option<Seq> {
+        self.entries.front().map(|e| e.event.id().seq)
+    }
+
     /// The oldest buffered event after `seq`.
     pub(crate) fn next_after(&self, seq: Seq) -> Option<&SequencedEvent> {
         let index = self.entries.partition_point(|e| e.event.id().seq <= seq);

@@ -746,6 +746,108 @@ fn a_resync_during_catch_up_abandons_the_replay_and_goes_live() {
     sim.assert_clean();
 }
 
+// ---- backfill from the log (cluster mode) -----------------------------------------------
+
+fn backfilled(replay: usize) -> Sim {
+    let mut sim = sim(config().replay_buffer_size(replay).replay_ttl(60_000 * MS));
+    sim.hub.enable_backfill();
+    for _ in 0..10 {
+        sim.publish("e", None);
+    }
+    sim
+}
+
+#[test]
+fn an_anchor_older_than_the_buffer_is_served_from_the_log() {
+    let mut sim = backfilled(3); // holds 8, 9, 10
+    let conn = resume(&mut sim, &anchor(2));
+    assert_eq!(
+        sim.fetches,
+        [(conn, EventId::parse(&anchor(2)).unwrap(), Seq(8))]
+    );
+    assert!(
+        sim.clients[&conn].frames.is_empty(),
+        "nothing before the log answers"
+    );
+    sim.publish("e", None); // 11 arrives while the fetch is out, and pushes 8 out
+    sim.answer_fetch(|_| true, 0 * MS);
+    // Past 7 the buffer starts at 9 now: the hub asks the log again, for 8.
+    assert_eq!(sim.fetches.len(), 1);
+    sim.answer_fetch(|_| true, 0 * MS);
+    assert_eq!(resync_reason(&sim, conn), None);
+    assert_eq!(
+        sim.clients[&conn].event_seqs(),
+        (3..=11).collect::<Vec<_>>()
+    );
+    assert_eq!(sim.hub.metrics(sim.now).fetches, 2);
+    sim.assert_clean();
+}
+
+#[test]
+fn what_the_log_trimmed_or_aged_out_is_a_resync_then_the_rest() {
+    let mut sim = backfilled(3);
+    let trimmed = resume(&mut sim, &anchor(2));
+    sim.answer_fetch(|seq| seq >= 5, 0 * MS); // the stream kept 5.. only
+    assert_eq!(resync_reason(&sim, trimmed).as_deref(), Some("evicted"));
+    assert_eq!(
+        sim.clients[&trimmed].event_seqs(),
+        (5..=10).collect::<Vec<_>>()
+    );
+    let aged = resume(&mut sim, &anchor(2));
+    sim.answer_fetch(|_| true, 61_000 * MS); // all past the TTL
+    assert_eq!(resync_reason(&sim, aged).as_deref(), Some("expired"));
+    assert_eq!(sim.clients[&aged].event_seqs(), [8, 9, 10]);
+    sim.assert_clean();
+}
+
+#[test]
+fn a_late_or_foreign_answer_is_ignored() {
+    let mut sim = backfilled(3);
+    let conn = resume(&mut sim, &anchor(2));
+    let wrong = EventId::parse(&anchor(1)).unwrap();
+    sim.input(Input::Fetched {
+        conn,
+        after: wrong,
+        events: Vec::new(),
+    });
+    assert!(sim.clients[&conn].frames.is_empty());
+    assert_eq!(sim.hub.metrics(sim.now).stale_inputs, 1);
+    sim.answer_fetch(|_| true, 0 * MS);
+    assert_eq!(
+        sim.clients[&conn].event_seqs(),
+        (3..=10).collect::<Vec<_>>()
+    );
+    sim.assert_clean();
+}
+
+#[test]
+fn a_lost_log_is_a_new_epoch_for_everyone_even_without_events() {
+    let mut sim = sim(config());
+    let conn = sim.connect("");
+    sim.set_responsive(conn, true);
+    sim.publish("e", None);
+    let next = Epoch(0x0000_cafe);
+    assert!(sim.hub.start_epoch(sim.now, next));
+    sim.drain();
+    assert!(!sim.hub.start_epoch(sim.now, next), "once");
+    assert_eq!(sim.hub.head().to_string(), "0000cafe-0");
+    sim.advance(1000 * MS);
+    sim.log = EventId::start(next);
+    sim.publish("after", None);
+    let client = &sim.clients[&conn];
+    assert_eq!(
+        client.types(),
+        ["e", "resync_required", "heartbeat", "after"]
+    );
+    assert_eq!(
+        client.resyncs(),
+        [("unknown_epoch".to_owned(), Some(anchor(1)))]
+    );
+    let ids: Vec<String> = client.stream().map(|f| f.id.unwrap().to_string()).collect();
+    assert_eq!(ids[1..], ["0000cafe-0", "0000cafe-1"]);
+    sim.assert_clean();
+}
+
 #[test]
 fn a_timeline_reads_as_a_transcript() {
     let mut sim = sim(config());

@@ -241,7 +241,7 @@ impl HandshakeCase {
             }
         }
         match self.capacity {
-            Capacity::Full => return Expected::Refuse(503),
+            Capacity::Full | Capacity::Unavailable => return Expected::Refuse(503),
             Capacity::PeerFull => return Expected::Refuse(429),
             Capacity::Free => {}
         }

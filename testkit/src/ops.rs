@@ -110,9 +110,12 @@ pub enum Op {
     Shutdown,
     /// A flush report for a connection the hub has forgotten or never had.
     StaleFlush { conn: u8, frames: u8, bytes: u8 },
+    /// The log answers the oldest fetch (backfill runs only, see [`CONFIG_BYTES`]): it still
+    /// holds the events after the `trim % 8`-th of the range, each `old × 100 ms` old.
+    AnswerFetch { trim: u8, old: u8 },
 }
 
-const OP_COUNT: u8 = 22;
+const OP_COUNT: u8 = 23;
 
 impl<'a> Arbitrary<'a> for Op {
     fn arbitrary(u: &mut Unstructured<'a>) -> arbitrary::Result<Op> {
@@ -185,8 +188,12 @@ impl<'a> Arbitrary<'a> for Op {
                 frame: byte(u)?,
                 query: byte(u)?,
             },
-            _ => Op::WallClock {
+            21 => Op::WallClock {
                 skew: i8::arbitrary(u)?,
+            },
+            _ => Op::AnswerFetch {
+                trim: byte(u)?,
+                old: byte(u)?,
             },
         })
     }
@@ -234,7 +241,7 @@ pub fn hub_ops(data: &[u8], start: Instant) {
 /// --all-features --test fuzz_corpus -- --ignored --nocapture`). Checks as [`hub_ops`] does.
 pub fn describe_hub_ops(data: &[u8], start: Instant) -> String {
     let (config, ops) = read_hub_ops(data);
-    let mut out = format!("{config:#?}\n");
+    let mut out = format!("{:#?}\nbackfill: {}\n", config.0, config.1);
     for op in &ops {
         let _ = writeln!(out, "{op:?}");
     }
@@ -244,13 +251,18 @@ pub fn describe_hub_ops(data: &[u8], start: Instant) -> String {
     out
 }
 
-fn read_hub_ops(data: &[u8]) -> (HubConfig, Vec<Op>) {
+/// The configuration and whether the hub may fetch from the log (bit 7 of the last
+/// configuration byte: a cluster node).
+fn read_hub_ops(data: &[u8]) -> ((HubConfig, bool), Vec<Op>) {
     let mut u = Unstructured::new(data);
     let mut config_bytes = [0u8; CONFIG_BYTES];
     for byte in &mut config_bytes {
         *byte = u8::arbitrary(&mut u).unwrap_or(0);
     }
-    let config = hub_config(&config_bytes);
+    let config = (
+        hub_config(&config_bytes),
+        config_bytes[CONFIG_BYTES - 1] & 0x80 != 0,
+    );
     let mut ops = Vec::new();
     while !u.is_empty() && ops.len() < MAX_OPS {
         match Op::arbitrary(&mut u) {
@@ -296,9 +308,13 @@ struct Run {
 }
 
 impl Run {
-    fn new(config: HubConfig, start: Instant) -> Run {
+    fn new((config, backfill): (HubConfig, bool), start: Instant) -> Run {
+        let mut sim = Sim::new(config.clone(), start);
+        if backfill {
+            sim.hub.enable_backfill();
+        }
         Run {
-            sim: Sim::new(config.clone(), start),
+            sim,
             config,
             tracks: BTreeMap::new(),
             shut_down: false,
@@ -474,6 +490,15 @@ impl Run {
                 self.sim.hub.shutdown(now);
                 self.shut_down = true;
                 self.sim.drain();
+            }
+            Op::AnswerFetch { trim, old } => {
+                let Some(&(_, after, before)) = self.sim.fetches.first() else {
+                    return;
+                };
+                let span = before.0.saturating_sub(after.seq.0);
+                let kept_from = after.seq.0 + span * u64::from(trim % 8) / 8;
+                let age = Duration::from_millis(100 * u64::from(old));
+                self.sim.answer_fetch(|seq| seq > kept_from, age);
             }
             Op::StaleFlush {
                 conn,
@@ -830,10 +855,12 @@ impl Run {
                 track.free = false;
             }
             track.seen = client.frames.len();
+            let fetching = sim.fetches.iter().any(|(conn, _, _)| conn == id);
             let caught_up = !client.is_closed()
                 && !client.removed
                 && !client.stalled
                 && client.unflushed.is_empty()
+                && !fetching
                 && !track.free;
             if let Some(missing) = due_between(track.at, published.len()).filter(|_| caught_up) {
                 fail(format!("{id} is idle without event {missing}"));

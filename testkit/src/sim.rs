@@ -50,6 +50,9 @@ pub struct Sim {
     /// Heartbeat ticks seen: each tick's one frame (the shared allocation), in order of first
     /// appearance.
     pub heartbeats: Vec<Bytes>,
+    /// Fetches the hub asked of the log ([`Output::Fetch`]), in order: the connection, the
+    /// anchor and the end of the range. Answer them with [`Sim::answer_fetch`].
+    pub fetches: Vec<(ConnId, EventId, Seq)>,
     /// The wall-clock time of `start`, for the timestamps of the log's events.
     wall: OffsetDateTime,
 }
@@ -157,6 +160,7 @@ impl Sim {
             clients: BTreeMap::new(),
             published: Vec::new(),
             log: EventId::start(epoch),
+            fetches: Vec::new(),
             wall,
             transcript: Vec::new(),
             violations: Vec::new(),
@@ -260,6 +264,35 @@ impl Sim {
         self.line(format_args!("publish {name} {}", id.seq.0));
         self.drain();
         delivery
+    }
+
+    /// Answers the oldest fetch as a log that holds the events `holds` (seqs of the current
+    /// epoch, re-encoded as they were delivered), each published `age` before now.
+    pub fn answer_fetch(&mut self, holds: impl Fn(u64) -> bool, age: Duration) -> Option<ConnId> {
+        if self.fetches.is_empty() {
+            return None;
+        }
+        let (conn, after, before) = self.fetches.remove(0);
+        let elapsed = self.now.duration_since(self.start);
+        let signed = |d: Duration| time::Duration::try_from(d).expect("short runs");
+        let at = Timestamp::new(self.wall + signed(elapsed) - signed(age));
+        let events: Vec<(SequencedEvent, Timestamp)> = self
+            .published
+            .iter()
+            .filter(|(id, _)| id.epoch == after.epoch && id.seq > after.seq && id.seq < before)
+            .filter(|(id, _)| holds(id.seq.0))
+            .map(|(id, name)| (self.sequenced(*id, name, None), at))
+            .collect();
+        self.hub.handle_input(
+            self.now,
+            Input::Fetched {
+                conn,
+                after,
+                events,
+            },
+        );
+        self.drain();
+        Some(conn)
     }
 
     fn log_publish(&mut self, step: u64, name: &str, payload: Option<Value>) -> EventId {
@@ -438,6 +471,18 @@ impl Sim {
             | Output::Ping { conn }
             | Output::Close { conn, .. }
             | Output::Abort { conn } => *conn,
+            Output::Fetch {
+                conn,
+                after,
+                before,
+            } => {
+                self.fetches.push((*conn, *after, *before));
+                self.line(format_args!(
+                    "fetch {conn} after {} before {}",
+                    after.seq.0, before.0
+                ));
+                return;
+            }
             other => {
                 self.violations
                     .push(format!("an output the simulation does not know: {other:?}"));
