@@ -770,10 +770,10 @@ fn an_anchor_older_than_the_buffer_is_served_from_the_log() {
         "nothing before the log answers"
     );
     sim.publish("e", None); // 11 arrives while the fetch is out, and pushes 8 out
-    sim.answer_fetch(|_| true, 0 * MS);
+    sim.answer_fetch(|_| true, Duration::ZERO);
     // Past 7 the buffer starts at 9 now: the hub asks the log again, for 8.
     assert_eq!(sim.fetches.len(), 1);
-    sim.answer_fetch(|_| true, 0 * MS);
+    sim.answer_fetch(|_| true, Duration::ZERO);
     assert_eq!(resync_reason(&sim, conn), None);
     assert_eq!(
         sim.clients[&conn].event_seqs(),
@@ -787,7 +787,7 @@ fn an_anchor_older_than_the_buffer_is_served_from_the_log() {
 fn what_the_log_trimmed_or_aged_out_is_a_resync_then_the_rest() {
     let mut sim = backfilled(3);
     let trimmed = resume(&mut sim, &anchor(2));
-    sim.answer_fetch(|seq| seq >= 5, 0 * MS); // the stream kept 5.. only
+    sim.answer_fetch(|seq| seq >= 5, Duration::ZERO); // the stream kept 5.. only
     assert_eq!(resync_reason(&sim, trimmed).as_deref(), Some("evicted"));
     assert_eq!(
         sim.clients[&trimmed].event_seqs(),
@@ -812,7 +812,7 @@ fn a_late_or_foreign_answer_is_ignored() {
     });
     assert!(sim.clients[&conn].frames.is_empty());
     assert_eq!(sim.hub.metrics(sim.now).stale_inputs, 1);
-    sim.answer_fetch(|_| true, 0 * MS);
+    sim.answer_fetch(|_| true, Duration::ZERO);
     assert_eq!(
         sim.clients[&conn].event_seqs(),
         (3..=10).collect::<Vec<_>>()
