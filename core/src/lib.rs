@@ -36,6 +36,7 @@ mod conn;
 mod event;
 mod filter;
 mod handshake;
+mod host;
 mod hub;
 mod message;
 mod metrics;
@@ -58,6 +59,7 @@ pub use handshake::{
     decide, ConnParams, Decision, HandshakeRequest, OriginPolicy, Refusal, Rejection,
     OVERLOAD_RETRY_AFTER,
 };
+pub use host::{HostNameError, HostPolicy, HostVerdict, LOOPBACK_HOSTS};
 pub use hub::{DisconnectCause, Hub, Input, Output, PublishError, Violation};
 pub use message::{encode_client_message, parse_client_message, ClientMessage, ParseError};
 pub use metrics::Metrics;
