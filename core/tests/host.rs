@@ -56,7 +56,8 @@ proptest! {
         extra in prop::collection::vec(name(), 0..3),
     ) {
         let policy = HostPolicy::for_bind(true, &extra).unwrap();
-        let host = recase(*pick.get(&LOOPBACK_HOSTS[..]), mask);
+        let host: &&str = pick.get(&LOOPBACK_HOSTS[..]);
+        let host = recase(host, mask);
         prop_assert!(policy.allows(&with_port(&host, port)), "{host:?} {port:?}");
     }
 
@@ -68,7 +69,8 @@ proptest! {
         mask in any::<u64>(),
         loopback_bind in any::<bool>(),
     ) {
-        prop_assume!(!listed.contains(&host) && !(loopback_bind && LOOPBACK_HOSTS.contains(&host.as_str())));
+        let loopback_name = loopback_bind && LOOPBACK_HOSTS.contains(&host.as_str());
+        prop_assume!(!listed.contains(&host) && !loopback_name);
         prop_assume!(!listed.is_empty() || loopback_bind); // else the check is off
         let policy = HostPolicy::for_bind(loopback_bind, &listed).unwrap();
         let header = with_port(&recase(&host, mask), port);
