@@ -53,7 +53,9 @@ mod auth;
 mod body;
 mod config;
 mod correlation;
+mod deadline;
 mod errors;
+mod host;
 mod hub;
 mod metrics;
 mod page;
@@ -61,7 +63,10 @@ mod serve;
 mod ws;
 
 pub use api::scan::VIDEO_EXTENSIONS;
-pub use app::{App, AppBuilder, AppState};
+pub use app::{
+    App, AppBuilder, AppState, DEFAULT_MAX_HTTP_CONNECTIONS, DEFAULT_MAX_PROJECTS,
+    DEFAULT_MAX_SCAN_JOBS, DEFAULT_REQUEST_TIMEOUT, DEFAULT_SCAN_MAX_ENTRIES, DEFAULT_SCAN_TIMEOUT,
+};
 pub use body::{JsonObject, MAX_BODY};
 pub use config::{Settings, StartupError, SCAN_ROOT_ENV};
 pub use correlation::{
@@ -70,5 +75,5 @@ pub use correlation::{
 pub use errors::ApiError;
 pub use hub::{start as start_hub, Admission, HubHandle};
 pub use metrics::UNMATCHED_ROUTE;
-pub use serve::{serve, shutdown_signal};
+pub use serve::{serve, shutdown_signal, ACCEPT_ERROR_LOG_INTERVAL, MAX_HEADERS, MAX_REQUEST_HEAD};
 pub use ws::ConnInfo;
