@@ -263,8 +263,7 @@ impl AppBuilder {
                     shutting_down: AtomicBool::new(false),
                     host_policy: self.host_policy,
                     request_timeout: self.request_timeout,
-                    max_http_connections: self.max_http_connections,
-                    http_connections: Arc::new(Semaphore::new(self.max_http_connections)),
+                    http_slots: Arc::new(crate::serve::HttpSlots::new(self.max_http_connections)),
                 }),
             },
         }
@@ -288,9 +287,8 @@ struct Inner {
     shutting_down: AtomicBool,
     host_policy: HostPolicy,
     request_timeout: Duration,
-    max_http_connections: usize,
-    /// One permit per HTTP connection being served by [`crate::serve`].
-    http_connections: Arc<Semaphore>,
+    /// The HTTP connections [`crate::serve`] may serve at once, and serves now.
+    http_slots: Arc<crate::serve::HttpSlots>,
 }
 
 impl AppState {
@@ -316,16 +314,14 @@ impl AppState {
         self.inner.request_timeout
     }
 
-    /// The permits of [`crate::serve`]'s accept loop: one per HTTP connection served.
-    pub(crate) fn http_connection_permits(&self) -> &Arc<Semaphore> {
-        &self.inner.http_connections
+    /// The slots of [`crate::serve`]'s accept loop: one per HTTP connection served.
+    pub(crate) fn http_slots(&self) -> &Arc<crate::serve::HttpSlots> {
+        &self.inner.http_slots
     }
 
     /// HTTP connections being served now (by [`crate::serve`]).
     pub(crate) fn http_connections(&self) -> usize {
-        self.inner
-            .max_http_connections
-            .saturating_sub(self.inner.http_connections.available_permits())
+        self.inner.http_slots.open()
     }
 
     pub(crate) fn projects(&self) -> &projects::Store {

@@ -27,7 +27,9 @@ use tower::ServiceExt;
 use crate::app::App;
 use crate::ws::ConnInfo;
 use ferret_ws_tokio::{is_per_connection, ACCEPT_ERROR_PAUSE};
-use tokio::sync::OwnedSemaphorePermit;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 /// The largest request head (request line and headers) a connection may send: 64 KiB,
 /// accepted exactly. A larger one is answered 431 and the connection closed. It is also the
@@ -120,15 +122,14 @@ async fn accept_loop(
         .max_buf_size(MAX_REQUEST_HEAD)
         .max_header_size(MAX_REQUEST_HEAD)
         .max_headers(MAX_HEADERS);
-    let permits = app.state().http_connection_permits().clone();
+    let slots = app.state().http_slots().clone();
     let mut accept_errors = AcceptErrorLog::default();
     // Every connection task holds a receiver: `closing.closed()` resolves when all are gone.
     let (closing, open) = watch::channel(false);
     let mut stop = std::pin::pin!(stop);
     loop {
         let permit = tokio::select! {
-            // The semaphore is never closed, so a permit always comes.
-            permit = permits.clone().acquire_owned() => permit.expect("the semaphore stays open"),
+            permit = slots.free() => permit,
             () = &mut stop => break,
         };
         let (tcp, remote) = tokio::select! {
@@ -146,13 +147,69 @@ async fn accept_loop(
             },
             () = &mut stop => break,
         };
-        serve_connection(&http, router.clone(), tcp, remote, open.clone(), permit);
+        let slot = slots.occupy(permit);
+        serve_connection(&http, router.clone(), tcp, remote, open.clone(), slot);
     }
     drop(listener);
     drop(open);
     let _ = closing.send(true);
     closing.closed().await;
     Ok(())
+}
+
+/// The HTTP connections the accept loop may serve at once (`max_http_connections`), and how
+/// many it serves now.
+#[derive(Debug)]
+pub(crate) struct HttpSlots {
+    permits: Arc<Semaphore>,
+    /// Connections holding a slot (the loop also holds a permit while it waits to accept).
+    open: AtomicUsize,
+}
+
+/// One connection's slot, given back when it is dropped.
+struct HttpSlot {
+    _permit: OwnedSemaphorePermit,
+    slots: Arc<HttpSlots>,
+}
+
+impl HttpSlots {
+    /// `max` slots, at least one.
+    pub(crate) fn new(max: usize) -> HttpSlots {
+        HttpSlots {
+            permits: Arc::new(Semaphore::new(max.clamp(1, Semaphore::MAX_PERMITS))),
+            open: AtomicUsize::new(0),
+        }
+    }
+
+    /// Connections being served now.
+    pub(crate) fn open(&self) -> usize {
+        self.open.load(Ordering::Relaxed)
+    }
+
+    /// Waits for a free slot.
+    async fn free(&self) -> OwnedSemaphorePermit {
+        // The semaphore is never closed, so a permit always comes.
+        self.permits
+            .clone()
+            .acquire_owned()
+            .await
+            .expect("the semaphore stays open")
+    }
+
+    /// Gives the slot of `permit` to an accepted connection.
+    fn occupy(self: &Arc<Self>, permit: OwnedSemaphorePermit) -> HttpSlot {
+        self.open.fetch_add(1, Ordering::Relaxed);
+        HttpSlot {
+            _permit: permit,
+            slots: self.clone(),
+        }
+    }
+}
+
+impl Drop for HttpSlot {
+    fn drop(&mut self) {
+        self.slots.open.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 /// Rate-limits the accept loop's log lines: while accepting fails again and again (out of
@@ -227,7 +284,7 @@ impl AcceptErrorLog {
 
 /// Serves one accepted connection in a task of its own: `router` over hyper's HTTP/1, with
 /// upgrades, until the client closes it, it breaks or times out, it is upgraded, or `closing`
-/// turns true (then it finishes its request in flight and closes). `permit` is held until
+/// turns true (then it finishes its request in flight and closes). `slot` is held until
 /// then.
 fn serve_connection(
     http: &http1::Builder,
@@ -235,7 +292,7 @@ fn serve_connection(
     tcp: TcpStream,
     remote: SocketAddr,
     mut closing: watch::Receiver<bool>,
-    permit: OwnedSemaphorePermit,
+    slot: HttpSlot,
 ) {
     // Events are small frames that should not wait for more data: no Nagle.
     if let Err(e) = tcp.set_nodelay(true) {
@@ -260,7 +317,7 @@ fn serve_connection(
         };
         // The connection is over, or upgraded: the hyper future resolves once it has handed
         // the stream to the upgrade, and a WebSocket no longer counts as an HTTP connection.
-        drop(permit);
+        drop(slot);
         if let Err(e) = ended {
             tracing::debug!(%remote, error = %e, "HTTP connection ended with an error");
         }
