@@ -34,7 +34,9 @@
 //!         .merge(ferret.router()); // /ws, /api/v1/..., /metrics, /health/..., /
 //!     let listener = tokio::net::TcpListener::bind("127.0.0.1:8765").await?;
 //!     // ConnInfo tells /ws the port it was reached on (for the default Origin policy).
-//!     // Unlike `ferret_ws_server::serve`, axum::serve puts no time limit on request heads.
+//!     // The router checks Host itself (AppBuilder::host_policy, loopback names by default);
+//!     // unlike `ferret_ws_server::serve`, axum::serve bounds neither the time nor the size
+//!     // of request heads, nor the number of connections.
 //!     axum::serve(listener, router.into_make_service_with_connect_info::<ConnInfo>())
 //!         .with_graceful_shutdown(async move {
 //!             let _ = tokio::signal::ctrl_c().await;
