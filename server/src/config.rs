@@ -131,7 +131,7 @@ pub struct Settings {
     pub token_file: Option<PathBuf>,
 
     /// A host name that requests may name in their Host header, besides 127.0.0.1, localhost
-    /// and [::1] on a loopback --bind (repeatable, or comma-separated; `*` turns the check
+    /// and `[::1]` on a loopback --bind (repeatable, or comma-separated; `*` turns the check
     /// off). On another --bind, every Host is allowed unless this is given, then only these.
     /// Other hosts get 403: the check stops DNS-rebinding pages from reaching a local server.
     #[arg(
