@@ -22,7 +22,7 @@ use axum::http::{header, HeaderValue};
 use axum::middleware::Next;
 use axum::response::Response;
 use hyper::body::{Frame, SizeHint};
-use tokio::time::{Instant, Sleep};
+use tokio::time::Sleep;
 
 use crate::app::AppState;
 
@@ -89,7 +89,8 @@ impl DeadlineBody {
     fn new(inner: Body, timeout: Duration, missed: Arc<AtomicBool>) -> DeadlineBody {
         DeadlineBody {
             inner,
-            sleep: Box::pin(tokio::time::sleep_until(Instant::now() + timeout)),
+            // `sleep` (not `sleep_until(now + timeout)`): it copes with a timeout too large to add.
+            sleep: Box::pin(tokio::time::sleep(timeout)),
             timeout,
             missed,
         }

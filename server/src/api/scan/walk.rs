@@ -29,7 +29,8 @@ pub(crate) struct Budget {
     max_entries: u64,
     entries: u64,
     timeout: Duration,
-    deadline: Instant,
+    /// `None`: a timeout too large to count from now (as good as none).
+    deadline: Option<Instant>,
 }
 
 /// Why a walk stopped without a count.
@@ -75,7 +76,7 @@ impl Budget {
             max_entries,
             entries: 0,
             timeout,
-            deadline: now + timeout,
+            deadline: now.checked_add(timeout),
         }
     }
 
@@ -89,7 +90,10 @@ impl Budget {
     }
 
     fn check_time(&self) -> Result<(), WalkError> {
-        if Instant::now() >= self.deadline {
+        if self
+            .deadline
+            .is_some_and(|deadline| Instant::now() >= deadline)
+        {
             return Err(WalkError::TimedOut(self.timeout));
         }
         Ok(())
@@ -204,7 +208,8 @@ mod tests {
     }
 
     fn unlimited() -> Budget {
-        Budget::new(u64::MAX, Duration::from_secs(3600), Instant::now())
+        // A timeout too large to add to now is no deadline, not a panic.
+        Budget::new(u64::MAX, Duration::MAX, Instant::now())
     }
 
     fn tree() -> tempfile::TempDir {
@@ -298,7 +303,7 @@ mod tests {
         let handle = open(dir.path());
         let started = Instant::now();
         let mut spent = Budget::new(u64::MAX, Duration::from_millis(250), started);
-        spent.deadline = started; // as if the walk had already taken its time
+        spent.deadline = Some(started); // as if the walk had already taken its time
         let err = count_videos(&handle, true, &mut spent, |_| {}).unwrap_err();
         assert!(matches!(err, WalkError::TimedOut(_)), "{err:?}");
         assert!(
