@@ -55,6 +55,7 @@ mod event;
 mod filter;
 mod handshake;
 mod heartbeat;
+mod host;
 mod hub;
 mod message;
 mod metrics;
@@ -76,6 +77,7 @@ pub use handshake::{
     decide, Capacity, ConnParams, Decision, HandshakeRequest, OriginPolicy, Refusal, Rejection,
     OVERLOAD_RETRY_AFTER,
 };
+pub use host::{HostNameError, HostPolicy, HostVerdict, LOOPBACK_HOSTS};
 pub use hub::{DisconnectCause, Hub, Input, Output, Violation};
 pub use message::{encode_client_message, parse_client_message, ClientMessage, ParseError};
 pub use metrics::Metrics;

@@ -6,18 +6,33 @@
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::extract::DefaultBodyLimit;
 use axum::middleware::{from_fn, from_fn_with_state};
 use axum::routing::{get, post};
 use axum::Router;
-use ferret_ws_core::HubConfig;
+use ferret_ws_core::{HostPolicy, HubConfig};
+use tokio::sync::Semaphore;
 use tower_http::catch_panic::CatchPanicLayer;
 
 use crate::api::{events, health, projects, scan};
 use crate::body::MAX_BODY;
 use crate::hub::{self, HubHandle};
-use crate::{auth, correlation, errors, head, metrics, page, ws};
+use crate::{auth, correlation, deadline, errors, head, host, metrics, page, ws};
+
+/// The default of [`AppBuilder::request_timeout`] (`--request-timeout`).
+pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+/// The default of [`AppBuilder::max_http_connections`] (`--max-http-connections`).
+pub const DEFAULT_MAX_HTTP_CONNECTIONS: usize = 1024;
+/// The default of [`AppBuilder::max_projects`] (`--max-projects`).
+pub const DEFAULT_MAX_PROJECTS: usize = 10_000;
+/// The default of [`AppBuilder::max_scan_jobs`] (`--max-scan-jobs`).
+pub const DEFAULT_MAX_SCAN_JOBS: usize = 16;
+/// The default of [`AppBuilder::scan_max_entries`] (`--scan-max-entries`).
+pub const DEFAULT_SCAN_MAX_ENTRIES: u64 = 1_000_000;
+/// The default of [`AppBuilder::scan_timeout`] (`--scan-timeout`).
+pub const DEFAULT_SCAN_TIMEOUT: Duration = Duration::from_secs(300);
 
 /// The server application: build it with [`App::builder`], then serve [`App::router`].
 ///
@@ -34,7 +49,8 @@ impl App {
     }
 
     /// The complete router: every route of PROTOCOL.md §3, the JSON 404 and 405, and the
-    /// middleware (correlation ids, token check, request metrics, body limit, panic guard).
+    /// middleware (request metrics, `X-Event-Head`, correlation ids, the `Host` check, the request deadline,
+    /// body limit, panic guard, and the token check on the guarded routes).
     ///
     /// Serve it with `into_make_service_with_connect_info::<ConnInfo>()` (as [`crate::serve`]
     /// does) so `/ws` knows the port it was reached on for the default Origin policy; without
@@ -59,10 +75,16 @@ impl App {
         open.merge(guarded)
             .fallback(errors::not_found)
             .method_not_allowed_fallback(errors::method_not_allowed)
-            // Layers run outside in, from the last added: count, head, correlate, limit,
-            // catch.
+            // Layers run outside in, from the last added: count, note the event head,
+            // correlate, check the Host (before anything else looks at the request, /ws
+            // included), bound the body in time and size, catch panics.
             .layer(CatchPanicLayer::custom(errors::panic_response))
             .layer(DefaultBodyLimit::max(MAX_BODY))
+            .layer(from_fn_with_state(
+                state.clone(),
+                deadline::limit_request_time,
+            ))
+            .layer(from_fn_with_state(state.clone(), host::check_host))
             .layer(from_fn(correlation::correlate))
             .layer(from_fn_with_state(state.clone(), head::event_head))
             .layer(from_fn_with_state(state.clone(), metrics::count_requests))
@@ -92,13 +114,38 @@ impl App {
 }
 
 /// Builds an [`App`].
-#[derive(Default)]
 pub struct AppBuilder {
     hub: Option<HubHandle>,
     hub_config: Option<HubConfig>,
     scan_roots: Vec<PathBuf>,
     scan_anywhere: bool,
     local_port: Option<u16>,
+    host_policy: HostPolicy,
+    request_timeout: Duration,
+    max_http_connections: usize,
+    max_projects: usize,
+    scan_limits: scan::ScanLimits,
+}
+
+impl Default for AppBuilder {
+    fn default() -> AppBuilder {
+        AppBuilder {
+            hub: None,
+            hub_config: None,
+            scan_roots: Vec::new(),
+            scan_anywhere: false,
+            local_port: None,
+            host_policy: HostPolicy::loopback(),
+            request_timeout: DEFAULT_REQUEST_TIMEOUT,
+            max_http_connections: DEFAULT_MAX_HTTP_CONNECTIONS,
+            max_projects: DEFAULT_MAX_PROJECTS,
+            scan_limits: scan::ScanLimits {
+                max_jobs: DEFAULT_MAX_SCAN_JOBS,
+                max_entries: DEFAULT_SCAN_MAX_ENTRIES,
+                timeout: DEFAULT_SCAN_TIMEOUT,
+            },
+        }
+    }
 }
 
 impl AppBuilder {
@@ -136,6 +183,60 @@ impl AppBuilder {
         self
     }
 
+    /// Which `Host` header values every route answers, `/ws` included (PROTOCOL.md §3):
+    /// 403 `host_not_allowed` for a name it does not list, 400 `invalid_host` for a missing,
+    /// repeated or malformed `Host`. Default: [`HostPolicy::loopback`], right for a server on
+    /// a loopback address; a server on another address takes
+    /// `HostPolicy::for_bind(false, names)` (or [`HostPolicy::any`]).
+    pub fn host_policy(mut self, policy: HostPolicy) -> AppBuilder {
+        self.host_policy = policy;
+        self
+    }
+
+    /// How long a client may take to send a request body after its head (and, served by
+    /// [`crate::serve`], the longest time for the head as well): 408 and the connection closed
+    /// beyond. Default [`DEFAULT_REQUEST_TIMEOUT`]; at least 1 ms.
+    pub fn request_timeout(mut self, timeout: Duration) -> AppBuilder {
+        self.request_timeout = timeout.max(Duration::from_millis(1));
+        self
+    }
+
+    /// HTTP connections [`crate::serve`] serves at once; more wait in the kernel's accept
+    /// queue. An upgraded WebSocket connection stops counting at its `101` (the hub's
+    /// `max_connections` bounds those). Default [`DEFAULT_MAX_HTTP_CONNECTIONS`]; at least 1.
+    pub fn max_http_connections(mut self, max: usize) -> AppBuilder {
+        self.max_http_connections = max.clamp(1, Semaphore::MAX_PERMITS);
+        self
+    }
+
+    /// Projects kept at most; creating more answers 409 `too_many_projects`. Default
+    /// [`DEFAULT_MAX_PROJECTS`]; at least 1.
+    pub fn max_projects(mut self, max: usize) -> AppBuilder {
+        self.max_projects = max.max(1);
+        self
+    }
+
+    /// Scan jobs waiting or running at once; more are answered 429 with `Retry-After`.
+    /// Default [`DEFAULT_MAX_SCAN_JOBS`]; at least 1.
+    pub fn max_scan_jobs(mut self, max: usize) -> AppBuilder {
+        self.scan_limits.max_jobs = max.clamp(1, Semaphore::MAX_PERMITS);
+        self
+    }
+
+    /// Directory entries one scan may read; a walk that needs more fails its job, the error
+    /// naming the limit. Default [`DEFAULT_SCAN_MAX_ENTRIES`]; at least 1.
+    pub fn scan_max_entries(mut self, max: u64) -> AppBuilder {
+        self.scan_limits.max_entries = max.max(1);
+        self
+    }
+
+    /// How long one scan's walk may take; a longer one fails its job, the error naming the
+    /// limit. Default [`DEFAULT_SCAN_TIMEOUT`].
+    pub fn scan_timeout(mut self, timeout: Duration) -> AppBuilder {
+        self.scan_limits.timeout = timeout;
+        self
+    }
+
     /// Builds the app, starting a hub if none was injected. Starting one needs a tokio runtime
     /// (call this inside it).
     pub fn build(self) -> App {
@@ -144,7 +245,9 @@ impl AppBuilder {
             None => hub::start(self.hub_config.unwrap_or_default()),
         };
         let scan = if !self.scan_roots.is_empty() {
-            scan::ScanPolicy::Roots(self.scan_roots)
+            // Requests are judged on resolved paths, so the roots must be resolved too.
+            let roots = self.scan_roots.into_iter();
+            scan::ScanPolicy::Roots(roots.map(|r| r.canonicalize().unwrap_or(r)).collect())
         } else if self.scan_anywhere {
             scan::ScanPolicy::Anywhere
         } else {
@@ -154,12 +257,14 @@ impl AppBuilder {
             state: AppState {
                 inner: Arc::new(Inner {
                     hub,
-                    scan,
-                    scans: Arc::new(tokio::sync::Semaphore::new(scan::MAX_CONCURRENT_SCANS)),
-                    projects: projects::Store::default(),
+                    scans: scan::Scans::new(scan, self.scan_limits),
+                    projects: projects::Store::new(self.max_projects),
                     http_metrics: metrics::HttpMetrics::new(),
                     local_port: self.local_port,
                     shutting_down: AtomicBool::new(false),
+                    host_policy: self.host_policy,
+                    request_timeout: self.request_timeout,
+                    http_slots: Arc::new(crate::serve::HttpSlots::new(self.max_http_connections)),
                 }),
             },
         }
@@ -174,16 +279,17 @@ pub struct AppState {
 
 struct Inner {
     hub: HubHandle,
-    /// Which directories the scan endpoint may read.
-    scan: scan::ScanPolicy,
-    /// Bounds the scans walking at once, so a burst of requests cannot take every blocking
-    /// thread.
-    scans: Arc<tokio::sync::Semaphore>,
+    /// Which directories the scan endpoint may read, its limits and its job slots.
+    scans: scan::Scans,
     projects: projects::Store,
     http_metrics: metrics::HttpMetrics,
     local_port: Option<u16>,
     /// Set when shutdown starts, so readiness turns 503 before the listener closes.
     shutting_down: AtomicBool,
+    host_policy: HostPolicy,
+    request_timeout: Duration,
+    /// The HTTP connections [`crate::serve`] may serve at once, and serves now.
+    http_slots: Arc<crate::serve::HttpSlots>,
 }
 
 impl AppState {
@@ -197,12 +303,26 @@ impl AppState {
         self.inner.shutting_down.load(Ordering::Relaxed)
     }
 
-    pub(crate) fn scan_policy(&self) -> &scan::ScanPolicy {
-        &self.inner.scan
+    pub(crate) fn scans(&self) -> &scan::Scans {
+        &self.inner.scans
     }
 
-    pub(crate) fn scan_permits(&self) -> &Arc<tokio::sync::Semaphore> {
-        &self.inner.scans
+    pub(crate) fn host_policy(&self) -> &HostPolicy {
+        &self.inner.host_policy
+    }
+
+    pub(crate) fn request_timeout(&self) -> Duration {
+        self.inner.request_timeout
+    }
+
+    /// The slots of [`crate::serve`]'s accept loop: one per HTTP connection served.
+    pub(crate) fn http_slots(&self) -> &Arc<crate::serve::HttpSlots> {
+        &self.inner.http_slots
+    }
+
+    /// HTTP connections being served now (by [`crate::serve`]).
+    pub(crate) fn http_connections(&self) -> usize {
+        self.inner.http_slots.open()
     }
 
     pub(crate) fn projects(&self) -> &projects::Store {

@@ -1,6 +1,7 @@
 //! Reading JSON request bodies with the contract's statuses (PROTOCOL.md §5, "Publish API
 //! statuses"): 415 for a missing or non-JSON `Content-Type`, 413 above [`MAX_BODY`], 400 for
-//! malformed JSON (`NaN` and `Infinity` included), 422 for well-formed JSON of the wrong shape.
+//! malformed JSON (`NaN` and `Infinity` included), 422 for well-formed JSON of the wrong shape,
+//! and 408 for a body that did not arrive within `--request-timeout`.
 
 use axum::body::Bytes;
 use axum::extract::{FromRequest, Request};
@@ -8,6 +9,7 @@ use axum::http::{header, HeaderMap, StatusCode};
 use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
 
+use crate::deadline::RequestTimedOut;
 use crate::errors::ApiError;
 
 /// The largest request body the API reads: 1 MiB, accepted exactly.
@@ -39,7 +41,13 @@ impl<S: Send + Sync> FromRequest<S> for JsonObject {
         let bytes = Bytes::from_request(request, state)
             .await
             .map_err(|rejection| {
-                if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                if let Some(timed_out) = RequestTimedOut::find(&rejection) {
+                    ApiError::new(
+                        StatusCode::REQUEST_TIMEOUT,
+                        "request_timeout",
+                        timed_out.to_string(),
+                    )
+                } else if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
                     ApiError::new(
                         StatusCode::PAYLOAD_TOO_LARGE,
                         "payload_too_large",

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use clap::builder::BoolishValueParser;
 use clap::{ArgAction, Parser};
-use ferret_ws_core::{ConfigError, HubConfig, OriginPolicy};
+use ferret_ws_core::{ConfigError, HostPolicy, HubConfig, OriginPolicy};
 
 use crate::app::AppBuilder;
 
@@ -111,6 +111,7 @@ pub struct Settings {
 
     /// Access token: /ws takes it as ?token= or Authorization: Bearer; the HTTP API (all but
     /// /health/*, / and /ferret-ws.js) needs Authorization: Bearer TOKEN. Default: none.
+    /// Prefer --token-file or the environment variable: a flag shows in `ps`.
     #[arg(
         long,
         env = "FERRET_WS_TOKEN",
@@ -118,6 +119,28 @@ pub struct Settings {
         hide_env_values = true
     )]
     pub token: Option<String>,
+
+    /// Read the access token (see --token) from this file, trailing newline dropped, so it
+    /// stays out of `ps` and the shell history. Conflicts with --token.
+    #[arg(
+        long,
+        env = "FERRET_WS_TOKEN_FILE",
+        value_name = "PATH",
+        conflicts_with = "token"
+    )]
+    pub token_file: Option<PathBuf>,
+
+    /// A host name that requests may name in their Host header, besides 127.0.0.1, localhost
+    /// and `[::1]` on a loopback --bind (repeatable, or comma-separated; `*` turns the check
+    /// off). On another --bind, every Host is allowed unless this is given, then only these.
+    /// Other hosts get 403: the check stops DNS-rebinding pages from reaching a local server.
+    #[arg(
+        long = "allowed-host",
+        env = "FERRET_WS_ALLOWED_HOST",
+        value_name = "NAME",
+        value_delimiter = ','
+    )]
+    pub allowed_hosts: Vec<String>,
 
     /// A directory the scan endpoint may read, with everything below it (repeatable; env:
     /// FERRET_WS_SCAN_ROOT, several separated by ':'). Default: none, which allows any directory
@@ -134,6 +157,55 @@ pub struct Settings {
     /// handshake request) after connecting or between requests; slower connections are closed.
     #[arg(long, env = "FERRET_WS_HANDSHAKE_TIMEOUT", value_name = "DUR", default_value = "10s", value_parser = parse_duration)]
     pub handshake_timeout: Duration,
+
+    /// How long a client may take to send a whole request: the head (also bounded by
+    /// --handshake-timeout) and the body after it; a body still arriving then is answered 408
+    /// and the connection closed.
+    #[arg(long, env = "FERRET_WS_REQUEST_TIMEOUT", value_name = "DUR", default_value = "30s", value_parser = parse_duration)]
+    pub request_timeout: Duration,
+
+    /// HTTP connections served at once; more wait in the kernel's accept queue. WebSocket
+    /// connections stop counting once upgraded (--max-connections bounds them).
+    #[arg(
+        long,
+        env = "FERRET_WS_MAX_HTTP_CONNECTIONS",
+        value_name = "N",
+        default_value_t = crate::app::DEFAULT_MAX_HTTP_CONNECTIONS
+    )]
+    pub max_http_connections: usize,
+
+    /// Projects kept in memory at most; creating more answers 409 too_many_projects.
+    #[arg(
+        long,
+        env = "FERRET_WS_MAX_PROJECTS",
+        value_name = "N",
+        default_value_t = crate::app::DEFAULT_MAX_PROJECTS
+    )]
+    pub max_projects: usize,
+
+    /// Scan jobs waiting or running at once; more are answered 429 with Retry-After.
+    #[arg(
+        long,
+        env = "FERRET_WS_MAX_SCAN_JOBS",
+        value_name = "N",
+        default_value_t = crate::app::DEFAULT_MAX_SCAN_JOBS
+    )]
+    pub max_scan_jobs: usize,
+
+    /// Directory entries one scan may read; a scan that needs more fails (job_progress
+    /// status "failed", naming this limit).
+    #[arg(
+        long,
+        env = "FERRET_WS_SCAN_MAX_ENTRIES",
+        value_name = "N",
+        default_value_t = crate::app::DEFAULT_SCAN_MAX_ENTRIES
+    )]
+    pub scan_max_entries: u64,
+
+    /// How long one scan's walk may take; a longer one fails (job_progress status "failed",
+    /// naming this limit).
+    #[arg(long, env = "FERRET_WS_SCAN_TIMEOUT", value_name = "DUR", default_value = "5m", value_parser = parse_duration)]
+    pub scan_timeout: Duration,
 
     /// On SIGTERM or SIGINT: how long clients get to take their last event and close; the
     /// process exits within it.
@@ -160,25 +232,76 @@ impl Settings {
     /// `scan_root_env` is the value of [`SCAN_ROOT_ENV`], used when no `--scan-root` is given.
     pub fn app_builder(&self, scan_root_env: Option<OsString>) -> Result<AppBuilder, StartupError> {
         self.check_bind()?;
+        self.check_limits()?;
         let config = self.hub_config()?;
         let roots = self.scan_roots(scan_root_env)?;
         Ok(AppBuilder::default()
             .hub_config(config)
+            .host_policy(self.host_policy()?)
+            .request_timeout(self.request_timeout)
+            .max_http_connections(self.max_http_connections)
+            .max_projects(self.max_projects)
+            .max_scan_jobs(self.max_scan_jobs)
+            .scan_max_entries(self.scan_max_entries)
+            .scan_timeout(self.scan_timeout)
             .scan_any_directory(roots.is_empty() && self.bind.ip().is_loopback())
             .scan_roots(roots))
     }
 
-    /// Refuses a non-loopback bind without `--token`, unless `--allow-insecure-bind`.
+    /// Refuses a non-loopback bind without `--token` (or `--token-file`), unless
+    /// `--allow-insecure-bind`.
     pub fn check_bind(&self) -> Result<(), StartupError> {
-        if self.bind.ip().is_loopback() || self.token.is_some() || self.allow_insecure_bind {
+        let has_token = self.token.is_some() || self.token_file.is_some();
+        if self.bind.ip().is_loopback() || has_token || self.allow_insecure_bind {
             return Ok(());
         }
         Err(StartupError(format!(
             "refusing to listen on {} without --token: every host that can reach it could read all \
-             events and publish. Set --token TOKEN (or FERRET_WS_TOKEN), or pass \
-             --allow-insecure-bind to accept that.",
+             events and publish. Set --token-file PATH or FERRET_WS_TOKEN (or --token TOKEN), or \
+             pass --allow-insecure-bind to accept that.",
             self.bind
         )))
+    }
+
+    /// The `Host` check for `--bind` and `--allowed-host` (PROTOCOL.md §3).
+    pub fn host_policy(&self) -> Result<HostPolicy, StartupError> {
+        HostPolicy::for_bind(self.bind.ip().is_loopback(), &self.allowed_hosts)
+            .map_err(|e| StartupError(format!("--allowed-host: {e}")))
+    }
+
+    /// The access token: `--token`, or the contents of `--token-file` without the trailing
+    /// newline. A file that cannot be read, is empty or holds more than one line is an error
+    /// naming `--token-file`.
+    pub fn token(&self) -> Result<Option<String>, StartupError> {
+        let Some(path) = &self.token_file else {
+            return Ok(self.token.clone());
+        };
+        let fail = |why: String| StartupError(format!("--token-file {}: {why}", path.display()));
+        let text = std::fs::read_to_string(path).map_err(|e| fail(e.to_string()))?;
+        let token = text.trim_end_matches(['\n', '\r']);
+        if token.is_empty() {
+            return Err(fail("the file holds no token".into()));
+        }
+        if token.contains(['\n', '\r']) {
+            return Err(fail("the token must be on one line".into()));
+        }
+        Ok(Some(token.to_owned()))
+    }
+
+    /// Refuses limits of zero, naming the flag.
+    fn check_limits(&self) -> Result<(), StartupError> {
+        let zero = [
+            ("--max-http-connections", self.max_http_connections == 0),
+            ("--max-projects", self.max_projects == 0),
+            ("--max-scan-jobs", self.max_scan_jobs == 0),
+            ("--scan-max-entries", self.scan_max_entries == 0),
+            ("--request-timeout", self.request_timeout.is_zero()),
+            ("--scan-timeout", self.scan_timeout.is_zero()),
+        ];
+        match zero.iter().find(|(_, is_zero)| *is_zero) {
+            Some((flag, _)) => Err(StartupError(format!("{flag} must be greater than zero"))),
+            None => Ok(()),
+        }
     }
 
     /// The hub configuration, checked by the core; errors name the flags.
@@ -209,7 +332,7 @@ impl Settings {
             .shutdown_grace(self.shutdown_grace)
             .handshake_timeout(self.handshake_timeout)
             .allowed_origins(origins)
-            .token(self.token.clone())
+            .token(self.token()?)
             .build()
             .map_err(|e| StartupError(config_error_message(&e)))
     }
@@ -306,6 +429,13 @@ mod tests {
         assert!(!s.allow_insecure_bind);
         assert_eq!(s.shutdown_grace, Duration::from_secs(5));
         assert_eq!(s.handshake_timeout, Duration::from_secs(10));
+        assert_eq!(s.request_timeout, Duration::from_secs(30));
+        assert_eq!(s.max_http_connections, 1024);
+        assert_eq!(s.max_projects, 10_000);
+        assert_eq!((s.max_scan_jobs, s.scan_max_entries), (16, 1_000_000));
+        assert_eq!(s.scan_timeout, Duration::from_secs(300));
+        assert!(s.allowed_hosts.is_empty() && s.token_file.is_none());
+        assert_eq!(s.host_policy().unwrap(), HostPolicy::loopback());
         let config = s.hub_config().unwrap();
         assert_eq!(config.allowed_origins(), &OriginPolicy::Own);
         assert_eq!(config.handshake_timeout(), Duration::from_secs(10));
@@ -364,6 +494,12 @@ mod tests {
             ("--max-client-message", "lots"),
             ("--bind", "localhost"),
             ("--max-connections", "-1"),
+            ("--request-timeout", "soon"),
+            ("--max-http-connections", "many"),
+            ("--max-projects", "-5"),
+            ("--max-scan-jobs", "x"),
+            ("--scan-max-entries", "1e6"),
+            ("--scan-timeout", "forever"),
         ] {
             let err = parse(&[&format!("{flag}={value}")])
                 .unwrap_err()
@@ -422,6 +558,117 @@ mod tests {
             .unwrap()
             .check_bind()
             .is_ok());
+    }
+
+    #[test]
+    fn zero_limits_name_the_flag() {
+        for flag in [
+            "--max-http-connections",
+            "--max-projects",
+            "--max-scan-jobs",
+            "--scan-max-entries",
+            "--request-timeout",
+            "--scan-timeout",
+        ] {
+            let value = if flag.ends_with("timeout") { "0s" } else { "0" };
+            let err = parse(&[flag, value])
+                .unwrap()
+                .app_builder(None)
+                .err()
+                .expect("refused")
+                .to_string();
+            assert!(err.contains(flag), "{err}");
+        }
+    }
+
+    #[test]
+    fn allowed_hosts_follow_the_bind() {
+        let loopback = parse(&[
+            "--allowed-host",
+            "media.local,Other.Local",
+            "--allowed-host",
+            "x",
+        ])
+        .unwrap()
+        .host_policy()
+        .unwrap();
+        assert!(loopback.allows("localhost:8765") && loopback.allows("other.local:1"));
+        assert!(loopback.allows("x") && !loopback.allows("evil.example"));
+        let public = parse(&["--bind", "0.0.0.0:8765"]).unwrap();
+        assert!(public.host_policy().unwrap().is_any());
+        let listed = parse(&["--bind", "0.0.0.0:8765", "--allowed-host", "ferret.example"])
+            .unwrap()
+            .host_policy()
+            .unwrap();
+        assert!(listed.allows("ferret.example:8765") && !listed.allows("localhost"));
+        assert!(parse(&["--allowed-host", "*"])
+            .unwrap()
+            .host_policy()
+            .unwrap()
+            .is_any());
+        let err = parse(&["--allowed-host", "evil.example:80"])
+            .unwrap()
+            .host_policy()
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("--allowed-host") && err.contains("evil.example:80"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn the_token_file_gives_the_token_without_its_newline() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("token");
+        for (content, token) in [
+            ("sesame\n", "sesame"),
+            ("sesame\r\n", "sesame"),
+            ("se same", "se same"),
+        ] {
+            std::fs::write(&file, content).unwrap();
+            let s = parse(&["--token-file", file.to_str().unwrap()]).unwrap();
+            assert_eq!(s.token().unwrap().as_deref(), Some(token), "{content:?}");
+            assert_eq!(s.hub_config().unwrap().token(), Some(token));
+        }
+        for bad in ["", "\n", "two\nlines\n"] {
+            std::fs::write(&file, bad).unwrap();
+            let err = parse(&["--token-file", file.to_str().unwrap()])
+                .unwrap()
+                .token()
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("--token-file"), "{err}");
+        }
+        let missing = dir.path().join("missing");
+        let err = parse(&["--token-file", missing.to_str().unwrap()])
+            .unwrap()
+            .app_builder(None)
+            .err()
+            .expect("refused")
+            .to_string();
+        assert!(
+            err.contains("--token-file") && err.contains("missing"),
+            "{err}"
+        );
+        // With a token file, a public bind needs no --allow-insecure-bind.
+        std::fs::write(&file, "sesame\n").unwrap();
+        assert!(parse(&[
+            "--bind",
+            "0.0.0.0:1",
+            "--token-file",
+            file.to_str().unwrap()
+        ])
+        .unwrap()
+        .check_bind()
+        .is_ok());
+        let err = parse(&["--token", "t", "--token-file", file.to_str().unwrap()])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("--token-file") && err.contains("--token"),
+            "{err}"
+        );
     }
 
     #[test]

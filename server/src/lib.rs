@@ -34,7 +34,9 @@
 //!         .merge(ferret.router()); // /ws, /api/v1/..., /metrics, /health/..., /
 //!     let listener = tokio::net::TcpListener::bind("127.0.0.1:8765").await?;
 //!     // ConnInfo tells /ws the port it was reached on (for the default Origin policy).
-//!     // Unlike `ferret_ws_server::serve`, axum::serve puts no time limit on request heads.
+//!     // The router checks Host itself (AppBuilder::host_policy, loopback names by default);
+//!     // unlike `ferret_ws_server::serve`, axum::serve bounds neither the time nor the size
+//!     // of request heads, nor the number of connections.
 //!     axum::serve(listener, router.into_make_service_with_connect_info::<ConnInfo>())
 //!         .with_graceful_shutdown(async move {
 //!             let _ = tokio::signal::ctrl_c().await;
@@ -53,8 +55,10 @@ mod auth;
 mod body;
 mod config;
 mod correlation;
+mod deadline;
 mod errors;
 mod head;
+mod host;
 mod hub;
 mod metrics;
 mod page;
@@ -62,7 +66,10 @@ mod serve;
 mod ws;
 
 pub use api::scan::VIDEO_EXTENSIONS;
-pub use app::{App, AppBuilder, AppState};
+pub use app::{
+    App, AppBuilder, AppState, DEFAULT_MAX_HTTP_CONNECTIONS, DEFAULT_MAX_PROJECTS,
+    DEFAULT_MAX_SCAN_JOBS, DEFAULT_REQUEST_TIMEOUT, DEFAULT_SCAN_MAX_ENTRIES, DEFAULT_SCAN_TIMEOUT,
+};
 pub use body::{JsonObject, MAX_BODY};
 pub use config::{Settings, StartupError, SCAN_ROOT_ENV};
 pub use correlation::{
@@ -72,5 +79,5 @@ pub use errors::ApiError;
 pub use head::X_EVENT_HEAD;
 pub use hub::{start as start_hub, Admission, HubHandle, PublishError};
 pub use metrics::UNMATCHED_ROUTE;
-pub use serve::{serve, shutdown_signal};
+pub use serve::{serve, shutdown_signal, ACCEPT_ERROR_LOG_INTERVAL, MAX_HEADERS, MAX_REQUEST_HEAD};
 pub use ws::ConnInfo;

@@ -52,7 +52,7 @@ fn main() -> ExitCode {
         tracing::info!(
             version = env!("CARGO_PKG_VERSION"),
             epoch = %app.hub().epoch(),
-            token = settings.token.is_some(),
+            token = settings.token.is_some() || settings.token_file.is_some(),
             "ferret-ws started"
         );
         // Not println!: a closed stdout must not stop the server.

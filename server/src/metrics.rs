@@ -76,6 +76,8 @@ pub(crate) async fn render(State(state): State<AppState>) -> Result<Response, Ap
         hub_registry(&snapshot).map_err(|e| ApiError::internal(format!("metrics: {e}")))?;
     let mut families = registry.gather();
     families.extend(state.http_metrics().requests.collect());
+    families
+        .extend(server_gauges(&state).map_err(|e| ApiError::internal(format!("metrics: {e}")))?);
     // A family without samples (no request counted yet) is not valid in the text format.
     families.retain(|family| !family.get_metric().is_empty());
     families.sort_by(|a, b| a.name().cmp(b.name()));
@@ -84,6 +86,30 @@ pub(crate) async fn render(State(state): State<AppState>) -> Result<Response, Ap
         .encode(&families, &mut text)
         .map_err(|e| ApiError::internal(format!("metrics: {e}")))?;
     Ok(([(header::CONTENT_TYPE, prometheus::TEXT_FORMAT)], text).into_response())
+}
+
+/// The server's own gauges, beside the contract's metrics: HTTP connections being served by
+/// [`crate::serve`] (upgraded WebSocket connections are in `ferret_ws_connections`), and scan
+/// jobs waiting or running.
+fn server_gauges(state: &AppState) -> prometheus::Result<Vec<prometheus::proto::MetricFamily>> {
+    let mut families = Vec::new();
+    for (name, help, value) in [
+        (
+            "ferret_ws_http_connections",
+            "HTTP connections being served now (upgraded WebSocket connections not counted)",
+            state.http_connections(),
+        ),
+        (
+            "ferret_ws_scan_jobs",
+            "scan jobs waiting or running now",
+            state.scans().jobs_in_flight(),
+        ),
+    ] {
+        let gauge = IntGauge::new(name, help)?;
+        gauge.set(i64::try_from(value).unwrap_or(i64::MAX));
+        families.extend(gauge.collect());
+    }
+    Ok(families)
 }
 
 /// The hub's snapshot as Prometheus metrics. Label sets that are known in advance (refusal

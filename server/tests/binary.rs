@@ -16,7 +16,11 @@ const BIN: &str = env!("CARGO_BIN_EXE_ferret-ws");
 
 /// The binary with a clean `FERRET_WS_*`/`RUST_LOG` environment plus `env`.
 fn command(args: &[&str], env: &[(&str, &str)]) -> Command {
-    let mut command = Command::new(BIN);
+    with_clean_env(Command::new(BIN), args, env)
+}
+
+/// `command`, with `args` passed to the binary and the environment cleaned as there.
+fn with_clean_env(mut command: Command, args: &[&str], env: &[(&str, &str)]) -> Command {
     command
         .args(args)
         .stdin(Stdio::null())
@@ -323,6 +327,14 @@ async fn help_documents_every_flag_and_default() {
         ("--allow-insecure-bind", None),
         ("--shutdown-grace", Some("5s")),
         ("--handshake-timeout", Some("10s")),
+        ("--token-file", None),
+        ("--allowed-host", None),
+        ("--request-timeout", Some("30s")),
+        ("--max-http-connections", Some("1024")),
+        ("--max-projects", Some("10000")),
+        ("--max-scan-jobs", Some("16")),
+        ("--scan-max-entries", Some("1000000")),
+        ("--scan-timeout", Some("5m")),
     ] {
         let start = help
             .find(&format!("{flag} "))
@@ -417,4 +429,178 @@ async fn handshake_timeout_closes_a_connection_that_never_finishes_its_request()
     assert_eq!(server.get("/health/live").await.status, 200);
     server.signal("TERM");
     assert_eq!(server.wait().await.0, Some(0));
+}
+
+#[tokio::test]
+async fn the_token_can_come_from_a_file_but_not_from_both() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("token");
+    std::fs::write(&file, "sesame\n").unwrap();
+    let path = file.to_str().unwrap();
+    for (args, env) in [
+        (vec!["--token-file", path], vec![]),
+        (vec![], vec![("FERRET_WS_TOKEN_FILE", path)]),
+    ] {
+        let server = Process::start(&args, &env).await;
+        assert_eq!(server.get("/metrics").await.status, 401);
+        let bearer = [("authorization", "Bearer sesame")];
+        let right = http(server.addr, "GET", "/metrics", &bearer, None).await;
+        assert_eq!(right.status, 200, "the newline is not part of the token");
+        let mut ws = Ws::connect(server.addr, "token=sesame", &[])
+            .await
+            .expect("connects");
+        ws.prove_live().await;
+        ws.close().await;
+        server.signal("TERM");
+        assert_eq!(server.wait().await.0, Some(0));
+    }
+    let (code, stdout, stderr) = run_to_exit(&["--token", "open", "--token-file", path], &[]).await;
+    assert_ne!(code, Some(0));
+    assert!(!stdout.contains("listening on"), "{stdout}");
+    assert!(
+        stderr.contains("--token-file") && stderr.contains("--token"),
+        "{stderr}"
+    );
+    let missing = dir.path().join("missing");
+    let (code, _, stderr) = run_to_exit(&["--token-file", missing.to_str().unwrap()], &[]).await;
+    assert_ne!(code, Some(0));
+    assert!(stderr.contains("--token-file"), "{stderr}");
+}
+
+#[tokio::test]
+async fn allowed_hosts_come_from_flags_or_the_environment_and_follow_the_bind() {
+    async fn status(server: &Process, host: &str) -> u16 {
+        http(server.addr, "GET", "/health/live", &[("host", host)], None)
+            .await
+            .status
+    }
+    let listed = Process::start(&["--allowed-host", "Media.Local"], &[]).await;
+    let from_env = Process::start(&[], &[("FERRET_WS_ALLOWED_HOST", "a.example,b.example")]).await;
+    let star = Process::start(&["--allowed-host", "*"], &[]).await;
+    let public = Process::start_exact(&["--bind", "0.0.0.0:0", "--allow-insecure-bind"], &[]).await;
+    let public_listed = Process::start_exact(
+        &[
+            "--bind",
+            "0.0.0.0:0",
+            "--allow-insecure-bind",
+            "--allowed-host",
+            "ferret.example",
+        ],
+        &[],
+    )
+    .await;
+    for (server, host, expected) in [
+        (&listed, "media.local:8765", 200),
+        (&listed, "localhost:1", 200),
+        (&listed, "evil.example", 403),
+        (&from_env, "b.example", 200),
+        (&from_env, "evil.example", 403),
+        (&star, "evil.example", 200),
+        (&public, "evil.example", 200),
+        (&public_listed, "ferret.example:80", 200),
+        (&public_listed, "localhost", 403),
+    ] {
+        assert_eq!(status(server, host).await, expected, "{host}");
+    }
+    for server in [listed, from_env, star, public, public_listed] {
+        server.signal("TERM");
+        assert_eq!(server.wait().await.0, Some(0));
+    }
+    let (code, _, stderr) = run_to_exit(&["--allowed-host", "evil.example:80"], &[]).await;
+    assert_ne!(code, Some(0));
+    assert!(stderr.contains("--allowed-host"), "{stderr}");
+}
+
+/// Out of file descriptors, accepting fails every time the loop tries (every
+/// `ACCEPT_ERROR_PAUSE`); the log gets one line, not one per try, and the server recovers
+/// once descriptors are free again.
+#[cfg(unix)]
+#[tokio::test]
+async fn running_out_of_descriptors_logs_once_and_the_server_recovers() {
+    const FAILED: &str = "accepting a connection failed";
+    let shell = {
+        let mut shell = Command::new("sh");
+        shell.args(["-c", r#"ulimit -n 32 && exec "$0" "$@""#, BIN]);
+        shell
+    };
+    let args = [
+        "--bind",
+        "127.0.0.1:0",
+        "--handshake-timeout",
+        "60s",
+        "--request-timeout",
+        "60s",
+    ];
+    let mut child = with_clean_env(shell, &args, &[]).spawn().expect("starts");
+    let mut stdout = BufReader::new(child.stdout.take().unwrap()).lines();
+    let line = tokio::time::timeout(WAIT, stdout.next_line())
+        .await
+        .expect("a line in time")
+        .unwrap()
+        .expect("the listening line");
+    let addr: SocketAddr = line
+        .strip_prefix("listening on http://")
+        .unwrap()
+        .parse()
+        .unwrap();
+    let (lines_tx, mut lines) = tokio::sync::mpsc::unbounded_channel();
+    let mut stderr = BufReader::new(child.stderr.take().unwrap()).lines();
+    let reader = tokio::spawn(async move {
+        while let Ok(Some(line)) = stderr.next_line().await {
+            let _ = lines_tx.send(line);
+        }
+    });
+
+    // More connections than the server has descriptors for; they wait in the kernel's queue.
+    let mut held = Vec::new();
+    for _ in 0..48 {
+        held.push(tokio::net::TcpStream::connect(addr).await.unwrap());
+    }
+    let mut seen = Vec::new();
+    tokio::time::timeout(WAIT, async {
+        while let Some(line) = lines.recv().await {
+            let failed = line.contains(FAILED);
+            seen.push(line);
+            if failed {
+                break;
+            }
+        }
+    })
+    .await
+    .expect("a log line about the failure");
+    // The shortage lasts for ten of the loop's pauses (nothing to await: the condition
+    // itself is what is being tested); the old loop wrote a line at each.
+    tokio::time::sleep(ferret_ws_tokio::ACCEPT_ERROR_PAUSE * 10).await;
+    drop(held);
+
+    let live = http(addr, "GET", "/health/live", &[], None).await;
+    assert_eq!(live.status, 200);
+    let mut ws = Ws::connect(addr, "", &[]).await.expect("connects");
+    ws.prove_live().await;
+    let body = serde_json::to_vec(&json!({"type": "after.shortage"})).unwrap();
+    let headers = [("content-type", "application/json")];
+    let published = http(addr, "POST", "/api/v1/events", &headers, Some(&body)).await;
+    assert_eq!(published.status, 202);
+    assert_eq!(
+        ws.event_of_type("after.shortage").await["type"],
+        "after.shortage"
+    );
+    ws.close().await;
+
+    let pid = child.id().unwrap().to_string();
+    let killed = std::process::Command::new("kill")
+        .args(["-s", "TERM", &pid])
+        .status();
+    assert!(killed.unwrap().success());
+    let status = tokio::time::timeout(WAIT, child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(status.code(), Some(0));
+    reader.await.unwrap();
+    while let Ok(line) = lines.try_recv() {
+        seen.push(line);
+    }
+    let failures = seen.iter().filter(|l| l.contains(FAILED)).count();
+    assert_eq!(failures, 1, "{seen:#?}");
 }

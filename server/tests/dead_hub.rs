@@ -68,6 +68,7 @@ async fn call(app: &App, request: Request<Body>) -> (StatusCode, Value) {
 
 fn publish() -> Request<Body> {
     Request::post("/api/v1/events")
+        .header("host", "127.0.0.1")
         .header("content-type", "application/json")
         .body(Body::from(r#"{"type":"render.done"}"#))
         .unwrap()
@@ -96,7 +97,10 @@ async fn a_panicking_hub_task_is_reported_not_hidden() {
     assert_eq!(body["error"]["code"], "hub_gone", "{body}");
     assert!(!hub.is_alive());
 
-    let ready = Request::get("/health/ready").body(Body::empty()).unwrap();
+    let ready = Request::get("/health/ready")
+        .header("host", "127.0.0.1")
+        .body(Body::empty())
+        .unwrap();
     let (status, body) = call(&app, ready).await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(body["status"], "hub_gone");

@@ -110,6 +110,25 @@ impl Server {
         self.request("POST", path, &all, Some(&bytes)).await
     }
 
+    /// Proves the server still does its job after a hostile client: a fresh WebSocket client
+    /// gets an event published over HTTP.
+    pub async fn assert_still_serving(&self) {
+        let mut ws = self.live_ws("").await;
+        let answer = self
+            .post_json(
+                "/api/v1/events",
+                &serde_json::json!({"type": "still.serving"}),
+                &[],
+            )
+            .await;
+        assert_eq!(answer.status, 202, "{}", answer.text);
+        assert_eq!(
+            ws.event_of_type("still.serving").await["type"],
+            "still.serving"
+        );
+        ws.close().await;
+    }
+
     /// Opens `/ws` with `query` (without `?`).
     pub async fn ws(&self, query: &str) -> Ws {
         Ws::connect(self.addr, query, &[])
@@ -182,10 +201,14 @@ pub async fn http(
             .await
             .expect("http handshake");
         tokio::spawn(conn);
-        let mut request = hyper::Request::builder()
-            .method(method)
-            .uri(path)
-            .header("host", addr.to_string());
+        let mut request = hyper::Request::builder().method(method).uri(path);
+        // The server's own address, unless the test sends a Host of its own.
+        if !headers
+            .iter()
+            .any(|(name, _)| name.eq_ignore_ascii_case("host"))
+        {
+            request = request.header("host", addr.to_string());
+        }
         for (name, value) in headers {
             request = request.header(*name, *value);
         }
