@@ -99,6 +99,16 @@ pub fn start_with_epoch(config: HubConfig, epoch: Epoch) -> HubHandle {
     start_with_epoch_on(Tokio, config, epoch)
 }
 
+/// Starts a hub fed by an external ordered log (a cluster's stream): see
+/// [`start_external_on`]. It asks for older events on `fetches`.
+pub fn start_external(
+    config: HubConfig,
+    epoch: Epoch,
+    fetches: futures::channel::mpsc::UnboundedSender<FetchRequest>,
+) -> HubHandle {
+    start_external_on(Tokio, config, epoch, fetches)
+}
+
 /// Serves `/ws` on `listener` until the hub has finished shutting down
 /// ([`HubHandle::shutdown`]), then returns.
 ///

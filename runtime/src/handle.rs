@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use ferret_ws_core::{
     Admit, ConnId, ConnParams, Epoch, Event, EventId, HandshakeRequest, HubConfig, IdempotencyKey,
-    Metrics, Refusal, Rejection,
+    Input, Metrics, Refusal, Rejection, SequencedEvent, Timestamp,
 };
 use futures::channel::{mpsc, oneshot};
 use futures::future::{AbortHandle, AbortRegistration};
@@ -36,6 +36,9 @@ pub enum PublishError {
     /// The hub task is gone: it panicked (a bug, logged with its message). Answer 503; the
     /// process needs a restart.
     HubGone,
+    /// The hub takes its events from an external log ([`crate::start_external_on`]): publish
+    /// to the log instead.
+    External,
 }
 
 impl fmt::Display for PublishError {
@@ -43,6 +46,7 @@ impl fmt::Display for PublishError {
         f.write_str(match self {
             PublishError::ShuttingDown => "the hub is shutting down",
             PublishError::HubGone => "the hub task has stopped",
+            PublishError::External => "this hub's events come from an external log",
         })
     }
 }
@@ -302,6 +306,43 @@ impl HubHandle {
             }),
             commands: self.commands.clone(),
         }
+    }
+
+    /// Hands the hub an event sequenced by the external log, in the log's order (a hub started
+    /// with [`crate::start_external_on`]). The hub decides what a skip, a repeat or a new
+    /// epoch means; this only waits for room in the hub's channel.
+    pub async fn deliver(&self, event: SequencedEvent) {
+        let _ = self.commands.clone().send(Command::Deliver { event }).await;
+    }
+
+    /// Tells the hub that the external log started a new epoch that has no event yet.
+    pub async fn start_epoch(&self, epoch: Epoch) {
+        let _ = self
+            .commands
+            .clone()
+            .send(Command::StartEpoch { epoch })
+            .await;
+    }
+
+    /// Answers a [`FetchRequest`](crate::FetchRequest): the log's events in its range, oldest
+    /// first, with their publication times.
+    pub async fn fetched(
+        &self,
+        conn: ConnId,
+        after: EventId,
+        events: Vec<(SequencedEvent, Timestamp)>,
+    ) {
+        let input = Input::Fetched {
+            conn,
+            after,
+            events,
+        };
+        let _ = self.commands.clone().send(Command::Input(input)).await;
+    }
+
+    /// Whether new connections can be served (a cluster node: once it has reached its log).
+    pub fn set_available(&self, available: bool) {
+        self.shared.admission().set_available(available);
     }
 
     /// Runs the contract's shutdown: every client gets `health_status`

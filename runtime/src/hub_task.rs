@@ -9,7 +9,7 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use ferret_ws_core::{
     ConnId, ConnParams, DisconnectCause, Epoch, Event, EventId, Hub, HubConfig, IdempotencyKey,
-    Input, Metrics, Output, Sequenced, Sequencer,
+    Input, Metrics, Output, Seq, Sequenced, SequencedEvent, Sequencer,
 };
 use futures::channel::{mpsc, oneshot};
 use futures::{FutureExt, StreamExt};
@@ -58,6 +58,14 @@ pub(crate) enum Command {
     WaitFinished {
         reply: oneshot::Sender<()>,
     },
+    /// An event sequenced by the external log.
+    Deliver {
+        event: SequencedEvent,
+    },
+    /// The external log started a new epoch with no event yet.
+    StartEpoch {
+        epoch: Epoch,
+    },
 }
 
 /// Starts a hub with a fresh random epoch (from the OS RNG) and its local sequencer, and
@@ -73,13 +81,59 @@ pub fn start_on<R: Runtime>(runtime: R, config: HubConfig) -> HubHandle {
 pub fn start_with_epoch_on<R: Runtime>(runtime: R, config: HubConfig, epoch: Epoch) -> HubHandle {
     let (now, wall) = (runtime.now(), OffsetDateTime::now_utc());
     let sequencer = Sequencer::new(&config, epoch, now, wall);
-    let hub = Hub::new(config.clone(), epoch, now, wall);
+    spawn(runtime, config, epoch, Source::Local(sequencer))
+}
+
+/// A request of the hub for events of the external log ([`Output::Fetch`]): read the log's
+/// events with `after < seq < before` and answer with [`HubHandle::fetched`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FetchRequest {
+    /// The connection that resumes.
+    pub conn: ConnId,
+    /// Its anchor.
+    pub after: EventId,
+    /// The end of the range (exclusive).
+    pub before: Seq,
+}
+
+/// Starts a hub whose events come from an external ordered log (a cluster's stream) instead
+/// of a local sequencer, and spawns its task on `runtime`. Feed it with
+/// [`HubHandle::deliver`] and [`HubHandle::start_epoch`]; it asks for older events on
+/// `fetches` ([`FetchRequest`]), to be answered with [`HubHandle::fetched`]. Until
+/// [`HubHandle::set_available`] it refuses handshakes with 503. [`HubHandle::publish`] fails
+/// with [`PublishError::External`]: publish to the log.
+pub fn start_external_on<R: Runtime>(
+    runtime: R,
+    config: HubConfig,
+    epoch: Epoch,
+    fetches: mpsc::UnboundedSender<FetchRequest>,
+) -> HubHandle {
+    spawn(runtime, config, epoch, Source::External(fetches))
+}
+
+/// Where the hub task's events come from.
+enum Source {
+    /// The embedded mode's order: every publish is sequenced here, then delivered.
+    Local(Sequencer),
+    /// An external log delivers sequenced events and answers fetches.
+    External(mpsc::UnboundedSender<FetchRequest>),
+}
+
+fn spawn<R: Runtime>(runtime: R, config: HubConfig, epoch: Epoch, source: Source) -> HubHandle {
+    let (now, wall) = (runtime.now(), OffsetDateTime::now_utc());
+    let mut hub = Hub::new(config.clone(), epoch, now, wall);
+    if matches!(source, Source::External(_)) {
+        hub.enable_backfill();
+    }
     let shared = Arc::new(Shared::new(config, hub.head(), hub.max_queued_outputs()));
+    if matches!(source, Source::External(_)) {
+        shared.admission().set_available(false);
+    }
     let (commands, inbox) = mpsc::channel(COMMAND_QUEUE);
     let task = HubTask {
         runtime: runtime.clone(),
         hub,
-        sequencer,
+        source,
         conns: HashMap::new(),
         finished: Vec::new(),
         shared: Arc::clone(&shared),
@@ -119,8 +173,7 @@ fn random_epoch() -> Epoch {
 struct HubTask<R: Runtime> {
     runtime: R,
     hub: Hub,
-    /// The embedded mode's order: every publish is sequenced here, then delivered.
-    sequencer: Sequencer,
+    source: Source,
     /// The adapter side of each connection the hub knows: its writer queue and how to stop
     /// its tasks.
     conns: HashMap<ConnId, ConnEntry>,
@@ -161,7 +214,9 @@ impl<R: Runtime> HubTask<R> {
                                   // wall-clock reading keeps timestamps true across a suspend or a step.
                     let wall = OffsetDateTime::now_utc();
                     self.hub.set_wall_clock(now, wall);
-                    self.sequencer.set_wall_clock(now, wall);
+                    if let Source::Local(sequencer) = &mut self.source {
+                        sequencer.set_wall_clock(now, wall);
+                    }
                 }
                 Wake::Command(command) => {
                     self.handle(now, command);
@@ -236,6 +291,14 @@ impl<R: Runtime> HubTask<R> {
                 self.finished.push(reply);
             }
             Command::WaitFinished { reply } => self.finished.push(reply),
+            Command::Deliver { event } => {
+                let _ = self.hub.deliver(now, event);
+                self.shared.set_head(self.hub.head());
+            }
+            Command::StartEpoch { epoch } => {
+                self.hub.start_epoch(now, epoch);
+                self.shared.set_head(self.hub.head());
+            }
         }
         self.drain();
     }
@@ -258,9 +321,12 @@ impl<R: Runtime> HubTask<R> {
         if self.hub.is_shutting_down() {
             return Err(PublishError::ShuttingDown);
         }
+        let Source::Local(sequencer) = &mut self.source else {
+            return Err(PublishError::External);
+        };
         let event = match key {
-            None => self.sequencer.sequence(now, event),
-            Some(key) => match self.sequencer.sequence_once(now, event, key) {
+            None => sequencer.sequence(now, event),
+            Some(key) => match sequencer.sequence_once(now, event, key) {
                 Sequenced::New(event) => event,
                 Sequenced::Repeat(id) => return Ok(id),
             },
@@ -286,6 +352,21 @@ impl<R: Runtime> HubTask<R> {
                     tracing::debug!(%conn, "aborting connection: its close did not finish in time");
                     if let Some(entry) = self.conns.remove(&conn) {
                         entry.abort();
+                    }
+                    continue;
+                }
+                Output::Fetch {
+                    conn,
+                    after,
+                    before,
+                } => {
+                    if let Source::External(fetches) = &self.source {
+                        // Unbounded, yet bounded: at most one fetch per connection is out.
+                        let _ = fetches.unbounded_send(FetchRequest {
+                            conn,
+                            after,
+                            before,
+                        });
                     }
                     continue;
                 }

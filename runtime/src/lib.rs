@@ -50,7 +50,7 @@ mod serve;
 pub use async_tungstenite;
 pub use async_tungstenite::tungstenite;
 pub use handle::{Admission, HubHandle, PublishError, Registration, Slot, Ticket};
-pub use hub_task::{start_on, start_with_epoch_on};
+pub use hub_task::{start_external_on, start_on, start_with_epoch_on, FetchRequest};
 pub use serve::{
     is_per_connection, serve_incoming_on, serve_registered_on, serve_stream_on, serve_upgraded_on,
     websocket_config, HandshakeFields, ACCEPT_ERROR_PAUSE, READ_BUFFER_SIZE, WRITE_BUFFER_SIZE,

@@ -18,7 +18,9 @@ use tower_http::catch_panic::CatchPanicLayer;
 
 use crate::api::{events, health, projects, scan};
 use crate::body::MAX_BODY;
+use crate::cluster::{Cluster, ClusterConfig};
 use crate::hub::{self, HubHandle};
+use crate::publish::Publisher;
 use crate::{auth, correlation, deadline, errors, head, host, metrics, page, ws};
 
 /// The default of [`AppBuilder::request_timeout`] (`--request-timeout`).
@@ -116,6 +118,7 @@ impl App {
 /// Builds an [`App`].
 pub struct AppBuilder {
     hub: Option<HubHandle>,
+    cluster: Option<ClusterConfig>,
     hub_config: Option<HubConfig>,
     scan_roots: Vec<PathBuf>,
     scan_anywhere: bool,
@@ -131,6 +134,7 @@ impl Default for AppBuilder {
     fn default() -> AppBuilder {
         AppBuilder {
             hub: None,
+            cluster: None,
             hub_config: None,
             scan_roots: Vec::new(),
             scan_anywhere: false,
@@ -152,6 +156,13 @@ impl AppBuilder {
     /// Uses this hub (the caller started it, e.g. a test) instead of starting one.
     pub fn hub(mut self, hub: HubHandle) -> AppBuilder {
         self.hub = Some(hub);
+        self
+    }
+
+    /// Cluster mode (PROTOCOL.md §7): [`AppBuilder::build`] starts a node of the cluster on
+    /// this Redis stream instead of an embedded hub (unless a hub is injected).
+    pub fn cluster(mut self, config: ClusterConfig) -> AppBuilder {
+        self.cluster = Some(config);
         self
     }
 
@@ -239,10 +250,25 @@ impl AppBuilder {
 
     /// Builds the app, starting a hub if none was injected. Starting one needs a tokio runtime
     /// (call this inside it).
+    ///
+    /// # Panics
+    ///
+    /// With [`AppBuilder::cluster`], outside a tokio runtime, or with a Redis URL that
+    /// [`ClusterConfig::check`] refuses (check it first).
     pub fn build(self) -> App {
-        let hub = match self.hub {
-            Some(hub) => hub,
-            None => hub::start(self.hub_config.unwrap_or_default()),
+        let config = self.hub_config.unwrap_or_default();
+        let (hub, cluster) = match (self.hub, self.cluster) {
+            (Some(hub), _) => (hub, None),
+            (None, None) => (hub::start(config), None),
+            (None, Some(cluster)) => {
+                let (cluster, hub) =
+                    Cluster::start(cluster, config).unwrap_or_else(|e| panic!("{e}"));
+                (hub, Some(cluster))
+            }
+        };
+        let publisher = match &cluster {
+            Some(cluster) => Publisher::Cluster(cluster.clone()),
+            None => Publisher::Hub(hub.clone()),
         };
         let scan = if !self.scan_roots.is_empty() {
             // Requests are judged on resolved paths, so the roots must be resolved too.
@@ -257,6 +283,8 @@ impl AppBuilder {
             state: AppState {
                 inner: Arc::new(Inner {
                     hub,
+                    cluster,
+                    publisher,
                     scans: scan::Scans::new(scan, self.scan_limits),
                     projects: projects::Store::new(self.max_projects),
                     http_metrics: metrics::HttpMetrics::new(),
@@ -279,6 +307,10 @@ pub struct AppState {
 
 struct Inner {
     hub: HubHandle,
+    /// In cluster mode, the link to the stream.
+    cluster: Option<Cluster>,
+    /// Where the handlers publish: the hub, or the stream.
+    publisher: Publisher,
     /// Which directories the scan endpoint may read, its limits and its job slots.
     scans: scan::Scans,
     projects: projects::Store,
@@ -301,6 +333,15 @@ impl AppState {
     /// Whether shutdown has started.
     pub fn is_shutting_down(&self) -> bool {
         self.inner.shutting_down.load(Ordering::Relaxed)
+    }
+
+    /// In cluster mode, the link to the stream.
+    pub fn cluster(&self) -> Option<&Cluster> {
+        self.inner.cluster.as_ref()
+    }
+
+    pub(crate) fn publisher(&self) -> &Publisher {
+        &self.inner.publisher
     }
 
     pub(crate) fn scans(&self) -> &scan::Scans {

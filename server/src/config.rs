@@ -13,6 +13,7 @@ use clap::{ArgAction, Parser};
 use ferret_ws_core::{ConfigError, HostPolicy, HubConfig, OriginPolicy};
 
 use crate::app::AppBuilder;
+use crate::cluster::ClusterConfig;
 
 /// The environment variable that lists scan roots, separated like `PATH` (`:` on Unix).
 pub const SCAN_ROOT_ENV: &str = "FERRET_WS_SCAN_ROOT";
@@ -211,6 +212,19 @@ pub struct Settings {
     /// process exits within it.
     #[arg(long, env = "FERRET_WS_SHUTDOWN_GRACE", value_name = "DUR", default_value = "5s", value_parser = parse_duration)]
     pub shutdown_grace: Duration,
+
+    /// Cluster mode: share one event stream with other nodes on this Redis
+    /// (redis://HOST:PORT/DB). Without it, the hub is embedded in the process.
+    #[arg(long, env = "FERRET_WS_REDIS", value_name = "URL")]
+    pub redis: Option<String>,
+
+    /// The Redis Stream's key (cluster mode).
+    #[arg(long, env = "FERRET_WS_REDIS_STREAM", value_name = "KEY", default_value = crate::cluster::DEFAULT_STREAM)]
+    pub redis_stream: String,
+
+    /// The stream is trimmed to about this many events (cluster mode).
+    #[arg(long, env = "FERRET_WS_REDIS_MAXLEN", value_name = "N", default_value_t = crate::cluster::DEFAULT_MAXLEN)]
+    pub redis_maxlen: u64,
 }
 
 /// A setting that keeps the server from starting; the message names it.
@@ -235,7 +249,17 @@ impl Settings {
         self.check_limits()?;
         let config = self.hub_config()?;
         let roots = self.scan_roots(scan_root_env)?;
-        Ok(AppBuilder::default()
+        let mut builder = AppBuilder::default();
+        if let Some(url) = &self.redis {
+            let cluster = ClusterConfig {
+                url: url.clone(),
+                stream: self.redis_stream.clone(),
+                maxlen: self.redis_maxlen,
+            };
+            cluster.check().map_err(|e| StartupError(e.to_string()))?;
+            builder = builder.cluster(cluster);
+        }
+        Ok(builder
             .hub_config(config)
             .host_policy(self.host_policy()?)
             .request_timeout(self.request_timeout)

@@ -53,6 +53,7 @@ mod api;
 mod app;
 mod auth;
 mod body;
+mod cluster;
 mod config;
 mod correlation;
 mod deadline;
@@ -62,6 +63,7 @@ mod host;
 mod hub;
 mod metrics;
 mod page;
+mod publish;
 mod serve;
 mod ws;
 
@@ -71,6 +73,10 @@ pub use app::{
     DEFAULT_MAX_SCAN_JOBS, DEFAULT_REQUEST_TIMEOUT, DEFAULT_SCAN_MAX_ENTRIES, DEFAULT_SCAN_TIMEOUT,
 };
 pub use body::{JsonObject, MAX_BODY};
+pub use cluster::{
+    Cluster, ClusterConfig, ClusterError, ClusterStatus, LogError, DEFAULT_MAXLEN, DEFAULT_STREAM,
+    PUBLISH_TIMEOUT,
+};
 pub use config::{Settings, StartupError, SCAN_ROOT_ENV};
 pub use correlation::{
     correlate, CorrelationId, InvalidCorrelationId, MAX_CORRELATION_ID_LEN, X_CORRELATION_ID,

@@ -90,10 +90,11 @@ pub(crate) async fn render(State(state): State<AppState>) -> Result<Response, Ap
 
 /// The server's own gauges, beside the contract's metrics: HTTP connections being served by
 /// [`crate::serve`] (upgraded WebSocket connections are in `ferret_ws_connections`), and scan
-/// jobs waiting or running.
+/// jobs waiting or running; in cluster mode, whether Redis answers, the last stream seq this
+/// node delivered and how far it lags the stream's head.
 fn server_gauges(state: &AppState) -> prometheus::Result<Vec<prometheus::proto::MetricFamily>> {
     let mut families = Vec::new();
-    for (name, help, value) in [
+    let mut gauges = vec![
         (
             "ferret_ws_http_connections",
             "HTTP connections being served now (upgraded WebSocket connections not counted)",
@@ -104,7 +105,29 @@ fn server_gauges(state: &AppState) -> prometheus::Result<Vec<prometheus::proto::
             "scan jobs waiting or running now",
             state.scans().jobs_in_flight(),
         ),
-    ] {
+    ];
+    if let Some(cluster) = state.cluster() {
+        let status = cluster.status();
+        let size = |n: u64| usize::try_from(n).unwrap_or(usize::MAX);
+        gauges.extend([
+            (
+                "ferret_ws_redis_up",
+                "1 while Redis answers (cluster mode)",
+                usize::from(status.redis_up),
+            ),
+            (
+                "ferret_ws_stream_delivered_seq",
+                "seq of the newest stream entry this node delivered (cluster mode)",
+                size(status.delivered_seq),
+            ),
+            (
+                "ferret_ws_stream_lag",
+                "stream entries beyond the newest this node delivered (cluster mode)",
+                size(status.lag),
+            ),
+        ]);
+    }
+    for (name, help, value) in gauges {
         let gauge = IntGauge::new(name, help)?;
         gauge.set(i64::try_from(value).unwrap_or(i64::MAX));
         families.extend(gauge.collect());

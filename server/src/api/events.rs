@@ -70,12 +70,11 @@ pub(crate) async fn publish(
         .with_payload(payload)
         .with_correlation_id(cid.as_str());
     let name = event.event_type().to_string();
-    let hub = state.hub();
-    let published = match key {
-        Some(key) => hub.publish_once(event, key).await,
-        None => hub.publish(event).await,
-    };
-    let id = published.map_err(super::publish_failed)?;
+    let id = state
+        .publisher()
+        .publish(event, key)
+        .await
+        .map_err(super::publish_failed)?;
     tracing::debug!(event_id = %id, event_type = %name, correlation_id = %cid, "published");
     Ok((
         StatusCode::ACCEPTED,

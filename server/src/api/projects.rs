@@ -184,8 +184,8 @@ pub(crate) async fn create(
         .with_payload(payload)
         .with_correlation_id(cid.as_str());
     let id = state
-        .hub()
-        .publish(event)
+        .publisher()
+        .publish(event, None)
         .await
         .map_err(super::publish_failed)?;
     tracing::debug!(event_id = %id, project_id = %project.id, correlation_id = %cid, "project created");

@@ -39,7 +39,7 @@ use cap_std::ambient_authority;
 use cap_std::fs::Dir;
 use ferret_ws_core::{types, Event, EventId, EventType};
 
-use crate::hub::PublishError;
+use crate::publish::PublishFailure;
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
@@ -48,7 +48,6 @@ use crate::app::AppState;
 use crate::body::JsonObject;
 use crate::correlation::CorrelationId;
 use crate::errors::ApiError;
-use crate::hub::HubHandle;
 
 pub use walk::VIDEO_EXTENSIONS;
 use walk::{count_videos, Budget};
@@ -189,13 +188,18 @@ pub(crate) async fn start(
     };
     let started = job.event(types::SCAN_STARTED, json!({"path": job.path_text()}));
     state
-        .hub()
-        .publish(started)
+        .publisher()
+        .publish(started, None)
         .await
         .map_err(super::publish_failed)?;
     tracing::debug!(job_id = %job.id, path = %job.path.display(), correlation_id = %job.correlation_id, "scan started");
     let job_id = job.id.clone();
-    tokio::spawn(job.run(target.dir, state.hub().clone(), scans.walkers.clone(), slot));
+    tokio::spawn(job.run(
+        target.dir,
+        state.publisher().clone(),
+        scans.walkers.clone(),
+        slot,
+    ));
     Ok((StatusCode::ACCEPTED, Json(json!({"job_id": job_id}))))
 }
 
@@ -256,12 +260,16 @@ fn open_beneath(root: &Path, path: &Path) -> io::Result<Dir> {
 /// Publishes events; the hub in the server, a recorder in tests.
 pub(crate) trait Publisher: Send + Sync + 'static {
     /// Publishes and resolves once the event is sequenced.
-    fn publish(&self, event: Event) -> impl Future<Output = Result<EventId, PublishError>> + Send;
+    fn publish(&self, event: Event)
+        -> impl Future<Output = Result<EventId, PublishFailure>> + Send;
 }
 
-impl Publisher for HubHandle {
-    fn publish(&self, event: Event) -> impl Future<Output = Result<EventId, PublishError>> + Send {
-        HubHandle::publish(self, event)
+impl Publisher for crate::publish::Publisher {
+    fn publish(
+        &self,
+        event: Event,
+    ) -> impl Future<Output = Result<EventId, PublishFailure>> + Send {
+        crate::publish::Publisher::publish(self, event, None)
     }
 }
 
@@ -298,7 +306,7 @@ impl Job {
         &self,
         dir: io::Result<Dir>,
         hub: &impl Publisher,
-    ) -> Result<(), PublishError> {
+    ) -> Result<(), PublishFailure> {
         hub.publish(self.progress(0.0, "running")).await?;
         let (tx, mut rx) = mpsc::channel(16);
         let (recursive, max_entries, timeout) = (self.recursive, self.max_entries, self.timeout);
@@ -369,7 +377,7 @@ mod tests {
     struct Recorder(Arc<Mutex<Vec<Event>>>);
 
     impl Publisher for Recorder {
-        async fn publish(&self, event: Event) -> Result<EventId, PublishError> {
+        async fn publish(&self, event: Event) -> Result<EventId, PublishFailure> {
             let mut events = self.0.lock().unwrap();
             events.push(event);
             Ok(EventId {
