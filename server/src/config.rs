@@ -64,6 +64,12 @@ pub struct Settings {
     )]
     pub max_connections: usize,
 
+    /// Open WebSocket connections from one IP address at most; more get HTTP 429 with
+    /// Retry-After. Default: no cap on a loopback --bind (every local client shares
+    /// 127.0.0.1), 100 on any other.
+    #[arg(long, env = "FERRET_WS_MAX_CONNECTIONS_PER_IP", value_name = "N")]
+    pub max_connections_per_ip: Option<usize>,
+
     /// Largest message a client may send; larger closes with 1009.
     #[arg(long, env = "FERRET_WS_MAX_CLIENT_MESSAGE", value_name = "SIZE", default_value = "4KiB", value_parser = parse_size)]
     pub max_client_message: usize,
@@ -227,6 +233,10 @@ pub struct Settings {
     pub redis_maxlen: u64,
 }
 
+/// The per-address cap of `/ws` connections on a non-loopback `--bind`, unless
+/// `--max-connections-per-ip` says otherwise.
+pub const DEFAULT_MAX_CONNECTIONS_PER_IP: usize = 100;
+
 /// A setting that keeps the server from starting; the message names it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StartupError(String);
@@ -328,6 +338,13 @@ impl Settings {
         }
     }
 
+    /// The per-address cap: the flag, else none on a loopback bind and
+    /// [`DEFAULT_MAX_CONNECTIONS_PER_IP`] on any other.
+    fn connections_per_ip(&self) -> Option<usize> {
+        self.max_connections_per_ip
+            .or((!self.bind.ip().is_loopback()).then_some(DEFAULT_MAX_CONNECTIONS_PER_IP))
+    }
+
     /// The hub configuration, checked by the core; errors name the flags.
     pub fn hub_config(&self) -> Result<HubConfig, StartupError> {
         let origins = if self.allowed_origins.iter().any(|o| o.trim() == "*") {
@@ -348,6 +365,7 @@ impl Settings {
             .replay_buffer_size(self.replay_buffer_size)
             .replay_ttl(self.replay_ttl)
             .max_connections(self.max_connections)
+            .max_connections_per_ip(self.connections_per_ip())
             .max_client_message(self.max_client_message)
             .client_rate(self.client_rate)
             .client_burst(self.client_burst)

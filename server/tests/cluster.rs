@@ -3,8 +3,9 @@
 //! when a node dies, Redis stalls or Redis loses the stream.
 //!
 //! Each test starts a private `redis-server` on a free loopback port (no persistence) and
-//! stops it by its PID. Without a `redis-server` on the PATH (`.ci/run` installs Debian's),
-//! the tests say so and pass without running.
+//! stops it by its PID. Without a `redis-server` on the PATH, the first test installs
+//! Debian's (`apt-get`, as `tests/browser/run.sh` does for Chromium); only if that fails do
+//! the tests say `SKIPPED` and pass without running.
 
 mod common;
 
@@ -28,6 +29,9 @@ struct Redis {
 impl Redis {
     /// Starts one on a free port; `None` (after saying why) if there is no `redis-server`.
     async fn start() -> Option<Redis> {
+        if !redis_server_installed() {
+            return None;
+        }
         let port = free_port();
         let child = std::process::Command::new("redis-server")
             .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
@@ -87,6 +91,45 @@ impl Drop for Redis {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// Whether `redis-server` can be run, installing Debian's package once if it is missing.
+fn redis_server_installed() -> bool {
+    static INSTALLED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *INSTALLED.get_or_init(|| {
+        let found = || {
+            std::process::Command::new("redis-server")
+                .arg("--version")
+                .stdout(Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success())
+        };
+        if found() {
+            return true;
+        }
+        eprintln!("cluster tests: installing redis-server with apt-get");
+        let root = std::process::Command::new("id")
+            .arg("-u")
+            .output()
+            .is_ok_and(|o| o.stdout.starts_with(b"0"));
+        let apt = |args: &[&str]| {
+            let mut command = if root {
+                std::process::Command::new("apt-get")
+            } else {
+                let mut sudo = std::process::Command::new("sudo");
+                sudo.args(["-n", "apt-get"]);
+                sudo
+            };
+            command
+                .args(args)
+                .env("DEBIAN_FRONTEND", "noninteractive")
+                .stdout(Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success())
+        };
+        let installed = apt(&["update", "-qq"]) && apt(&["install", "-y", "-qq", "redis-server"]);
+        installed && found()
+    })
 }
 
 fn free_port() -> u16 {

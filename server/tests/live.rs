@@ -438,3 +438,27 @@ async fn slow_or_idle_request_heads_are_closed_after_the_handshake_timeout() {
     ws.close().await;
     server.stop().await;
 }
+
+/// `--max-connections-per-ip`: one address cannot take every slot (429 with Retry-After).
+#[tokio::test]
+async fn one_address_is_capped_when_asked() {
+    let config = test_config().max_connections_per_ip(Some(2));
+    let server = Server::start(config, |app| app).await;
+    let mut first = server.live_ws("").await;
+    let mut second = server.live_ws("").await;
+    let upgrade = [
+        ("connection", "Upgrade"),
+        ("upgrade", "websocket"),
+        ("sec-websocket-version", "13"),
+        ("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ=="),
+    ];
+    let third = server.request("GET", "/ws", &upgrade, None).await;
+    assert_eq!(
+        (third.status, third.error_code().as_str()),
+        (429, "too_many_connections")
+    );
+    assert_eq!(third.header("retry-after"), Some("5"));
+    // The capped ones are untouched.
+    first.prove_live().await;
+    second.prove_live().await;
+}
