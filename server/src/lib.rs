@@ -77,7 +77,7 @@ pub use cluster::{
     Cluster, ClusterConfig, ClusterError, ClusterStatus, LogError, DEFAULT_MAXLEN, DEFAULT_STREAM,
     PUBLISH_TIMEOUT,
 };
-pub use config::{Settings, StartupError, SCAN_ROOT_ENV};
+pub use config::{Settings, StartupError, DEFAULT_MAX_CONNECTIONS_PER_IP, SCAN_ROOT_ENV};
 pub use correlation::{
     correlate, CorrelationId, InvalidCorrelationId, MAX_CORRELATION_ID_LEN, X_CORRELATION_ID,
 };

@@ -7,7 +7,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import {
-  Server, launchBrowser, until, waitForState, waitUntilLive, waitForRow, rows,
+  Redis, Server, launchBrowser, until, waitForState, waitUntilLive, waitForRow, rows,
 } from './lib/harness.js';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
@@ -382,6 +382,40 @@ test('the watchdog reconnects when the server stops sending', { timeout: 90000 }
   } catch (err) {
     server.signal('SIGCONT');
     await shot(page, 'failure-watchdog.png').catch(() => {});
+    err.message += `\npage: ${JSON.stringify(await pageState(page))}\nserver:\n${server.output()}`;
+    throw err;
+  }
+});
+
+test('cluster mode: a lost stream is an in-band resync on the open page, then events flow', { timeout: 90000 }, async (t) => {
+  const redis = await Redis.start();
+  if (!redis) {
+    t.skip('no redis-server (run.sh installs it)');
+    return;
+  }
+  t.after(() => redis.stop());
+  const { server, page } = await fixture(t, {
+    args: ['--redis', redis.url, '--heartbeat-interval', '500ms', '--liveness-timeout', '10s'],
+  });
+  try {
+    await waitUntilLive(page);
+    const before = await server.publish('test.before_flush', {});
+    await waitForRow(page, `[data-event-id="${before}"]`);
+    const connects = Number(await page.textContent('#stat-connects'));
+    await redis.flushAll(); // Redis lost the stream: the node starts a new epoch
+    await page.waitForFunction(
+      () => Number(document.getElementById('resync-notice').dataset.count) > 0, null,
+      { timeout: 15000 },
+    );
+    assert.equal(await page.getAttribute('#resync-notice', 'data-reason'), 'unknown_epoch');
+    const after = await server.publish('test.after_flush', {});
+    assert.notEqual(after.split('-')[0], before.split('-')[0], 'a new epoch');
+    await waitForRow(page, `[data-event-id="${after}"]`);
+    assert.equal(Number(await page.textContent('#stat-connects')), connects, 'no reconnect');
+    assert.equal(await page.evaluate(() => window.ferret.state), 'open');
+    await shot(page, 'cluster-resync.png');
+  } catch (err) {
+    await shot(page, 'failure-cluster-resync.png').catch(() => {});
     err.message += `\npage: ${JSON.stringify(await pageState(page))}\nserver:\n${server.output()}`;
     throw err;
   }

@@ -3,7 +3,8 @@
 #
 #   FERRET_WS_BIN=/path/to/ferret-ws tests/browser/run.sh   (default: target/debug/ferret-ws)
 #
-# Needs Node 20+. Installs Debian's chromium if /usr/bin/chromium is missing, playwright-core
+# Needs Node 20+. Installs Debian's chromium if /usr/bin/chromium is missing, redis-server if
+# it is missing (for the cluster-mode test), playwright-core
 # (npm ci) if node_modules is missing, and builds the server if the binary is missing. It never
 # downloads a browser of Playwright's own.
 set -euo pipefail
@@ -25,6 +26,13 @@ if [ ! -x /usr/bin/chromium ]; then
   if [ "$(id -u)" -eq 0 ]; then sudo=""; else sudo="sudo"; fi
   $sudo apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq chromium >/dev/null
+fi
+
+if ! command -v redis-server >/dev/null 2>&1; then
+  echo "run.sh: installing redis-server from Debian (the cluster-mode page test)" >&2
+  if [ "$(id -u)" -eq 0 ]; then sudo=""; else sudo="sudo"; fi
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq redis-server >/dev/null
 fi
 
 if [ ! -d node_modules/playwright-core ]; then

@@ -202,3 +202,62 @@ export async function rows(page) {
   })));
   return list.sort((a, b) => a.index - b.index);
 }
+
+/**
+ * A private `redis-server` on a free loopback port (no persistence), stopped by its PID;
+ * `null` if there is none (run.sh installs Debian's).
+ */
+export class Redis {
+  static async start() {
+    const net = await import('node:net');
+    const port = await new Promise((resolve, reject) => {
+      const probe = net.createServer();
+      probe.once('error', reject);
+      probe.listen(0, '127.0.0.1', () => {
+        const { port: free } = probe.address();
+        probe.close(() => resolve(free));
+      });
+    });
+    const proc = spawn('redis-server', [
+      '--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no',
+    ], { stdio: 'ignore' });
+    const failed = await Promise.race([
+      once(proc, 'error').then(() => true),
+      until(() => Redis.ping(port), { what: 'redis-server to answer', timeoutMs: 10000 })
+        .then(() => false),
+    ]);
+    if (failed) return null;
+    const redis = new Redis();
+    redis.proc = proc;
+    redis.port = port;
+    redis.url = `redis://127.0.0.1:${port}/`;
+    return redis;
+  }
+
+  /** Sends one inline command; resolves with the reply's first line. */
+  static command(port, line) {
+    return new Promise((resolve) => {
+      import('node:net').then((net) => {
+        const socket = net.createConnection({ port, host: '127.0.0.1' });
+        socket.setEncoding('utf8');
+        socket.once('error', () => resolve(null));
+        socket.once('data', (data) => { resolve(data.split('\r\n')[0]); socket.end(); });
+        socket.write(`${line}\r\n`);
+      });
+    });
+  }
+
+  static async ping(port) {
+    return (await Redis.command(port, 'PING')) === '+PONG';
+  }
+
+  flushAll() {
+    return Redis.command(this.port, 'FLUSHALL');
+  }
+
+  async stop() {
+    if (this.proc.exitCode !== null || this.proc.signalCode !== null) return;
+    this.proc.kill('SIGKILL');
+    await once(this.proc, 'exit');
+  }
+}
