@@ -145,13 +145,7 @@ impl Hub {
                 catching_up.push(conn_id);
             } else if !conn.filter.matches(name) {
                 continue;
-            } else if conn.queue.try_push(frame, self.limits) {
-                conn.last_sent = Some(id);
-                self.outputs.push_back(Output::Send {
-                    conn: conn_id,
-                    frame: frame.clone(),
-                });
-            } else {
+            } else if !conn.try_send(conn_id, frame, Some(id), self.limits, &mut self.outputs) {
                 slow.push(conn_id);
             }
         }
@@ -227,15 +221,7 @@ impl Hub {
         let Some(conn) = self.conns.get_mut(&id) else {
             return false;
         };
-        if !conn.queue.try_push(frame, self.limits) {
-            return false;
-        }
-        conn.last_sent = Some(names);
-        self.outputs.push_back(Output::Send {
-            conn: id,
-            frame: frame.clone(),
-        });
-        true
+        conn.try_send(id, frame, Some(names), self.limits, &mut self.outputs)
     }
 
     /// Asks the log for the events after `after` that the buffer no longer has; replay

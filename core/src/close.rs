@@ -71,6 +71,18 @@ pub enum CloseCause {
 }
 
 impl CloseCause {
+    /// Every cause.
+    pub const ALL: [CloseCause; 8] = [
+        CloseCause::ShuttingDown,
+        CloseCause::Protocol,
+        CloseCause::Binary,
+        CloseCause::InvalidUtf8,
+        CloseCause::TooLarge,
+        CloseCause::SlowConsumer,
+        CloseCause::Liveness,
+        CloseCause::RateLimited,
+    ];
+
     /// The code and the reason sent in the close frame.
     pub fn frame(self) -> (CloseCode, &'static str) {
         match self {
@@ -149,17 +161,7 @@ mod tests {
 
     #[test]
     fn every_cause_has_a_sendable_code_and_a_short_reason() {
-        use CloseCause::*;
-        for cause in [
-            ShuttingDown,
-            Protocol,
-            Binary,
-            InvalidUtf8,
-            TooLarge,
-            SlowConsumer,
-            Liveness,
-            RateLimited,
-        ] {
+        for cause in CloseCause::ALL {
             assert!(cause.code().is_sendable(), "{cause:?}");
             assert!(cause.reason().len() <= MAX_CLOSE_REASON, "{cause:?}");
         }

@@ -4,9 +4,12 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
-use crate::backpressure::SendQueue;
+use std::collections::VecDeque;
+
+use crate::backpressure::{Limits, SendQueue};
 use crate::event::{EventId, Seq};
 use crate::filter::TypeFilter;
+use crate::hub::Output;
 
 /// A connection's id: assigned by [`crate::Hub::accept`] in increasing order, never reused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -76,6 +79,31 @@ impl Conn {
 
     pub(crate) fn is_open(&self) -> bool {
         self.closing.is_none()
+    }
+
+    /// The one rule for sending a frame: if the queue has room ([`SendQueue::try_push`]),
+    /// count it, note the stream position it names (events, heartbeats), and hand it to the
+    /// adapter. `false`: no room, nothing sent (the caller decides: a slow consumer, or
+    /// replay that waits for a flush).
+    pub(crate) fn try_send(
+        &mut self,
+        id: ConnId,
+        frame: &Bytes,
+        names: Option<EventId>,
+        limits: Limits,
+        outputs: &mut VecDeque<Output>,
+    ) -> bool {
+        if !self.queue.try_push(frame, limits) {
+            return false;
+        }
+        if names.is_some() {
+            self.last_sent = names;
+        }
+        outputs.push_back(Output::Send {
+            conn: id,
+            frame: frame.clone(),
+        });
+        true
     }
 }
 

@@ -58,13 +58,7 @@ impl Hub {
             if let Some(catch_up) = &mut conn.catch_up {
                 catch_up.heartbeat = Some((head.seq, frame.clone()));
                 catching_up.push(id);
-            } else if conn.queue.try_push(&frame, self.limits) {
-                conn.last_sent = Some(head);
-                self.outputs.push_back(Output::Send {
-                    conn: id,
-                    frame: frame.clone(),
-                });
-            } else {
+            } else if !conn.try_send(id, &frame, Some(head), self.limits, &mut self.outputs) {
                 slow.push(id);
                 continue;
             }

@@ -621,9 +621,7 @@ impl Hub {
         let Some(conn) = self.conns.get_mut(&id).filter(|c| c.is_open()) else {
             return;
         };
-        if conn.queue.try_push(&frame, self.limits) {
-            self.outputs.push_back(Output::Send { conn: id, frame });
-        } else {
+        if !conn.try_send(id, &frame, None, self.limits, &mut self.outputs) {
             self.close(id, CloseCause::SlowConsumer);
         }
     }

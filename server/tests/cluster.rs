@@ -537,19 +537,7 @@ async fn a_node_that_never_reached_redis_refuses_ws_with_503() {
         port,
     };
     let node = Node::spawn(&dead, &[]).await;
-    let refused = http(
-        node.addr,
-        "GET",
-        "/ws",
-        &[
-            ("connection", "Upgrade"),
-            ("upgrade", "websocket"),
-            ("sec-websocket-version", "13"),
-            ("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ=="),
-        ],
-        None,
-    )
-    .await;
+    let refused = http(node.addr, "GET", "/ws", &common::UPGRADE, None).await;
     assert_eq!(refused.status, 503, "{}", refused.text);
     assert!(refused.header("retry-after").is_some());
     let publish = node.publish("cluster.none", 0).await;

@@ -247,17 +247,7 @@ async fn handshake_refusals_and_rejections() {
 
     // Full: HTTP 503 with Retry-After.
     let full = server
-        .request(
-            "GET",
-            "/ws?token=sesame",
-            &[
-                ("connection", "Upgrade"),
-                ("upgrade", "websocket"),
-                ("sec-websocket-version", "13"),
-                ("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ=="),
-            ],
-            None,
-        )
+        .request("GET", "/ws?token=sesame", &common::UPGRADE, None)
         .await;
     assert_eq!(
         (full.status, full.error_code().as_str()),
@@ -446,13 +436,7 @@ async fn one_address_is_capped_when_asked() {
     let server = Server::start(config, |app| app).await;
     let mut first = server.live_ws("").await;
     let mut second = server.live_ws("").await;
-    let upgrade = [
-        ("connection", "Upgrade"),
-        ("upgrade", "websocket"),
-        ("sec-websocket-version", "13"),
-        ("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ=="),
-    ];
-    let third = server.request("GET", "/ws", &upgrade, None).await;
+    let third = server.request("GET", "/ws", &common::UPGRADE, None).await;
     assert_eq!(
         (third.status, third.error_code().as_str()),
         (429, "too_many_connections")

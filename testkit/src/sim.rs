@@ -372,23 +372,28 @@ impl Sim {
 
     /// Reports everything queued to `conn` as written.
     pub fn flush(&mut self, conn: ConnId) {
+        if self.report_flushed(conn) {
+            self.drain();
+        }
+    }
+
+    /// Tells the hub everything queued to `conn` was written; `false` if there was nothing.
+    fn report_flushed(&mut self, conn: ConnId) -> bool {
         let Some(client) = self.clients.get_mut(&conn) else {
-            return;
+            return false;
         };
         if client.unflushed.is_empty() || client.removed {
-            return;
+            return false;
         }
         let frames = client.unflushed.len();
         let bytes = client.unflushed.drain(..).sum();
-        self.hub.handle_input(
-            self.now,
-            Input::Flushed {
-                conn,
-                frames,
-                bytes,
-            },
-        );
-        self.drain();
+        let flushed = Input::Flushed {
+            conn,
+            frames,
+            bytes,
+        };
+        self.hub.handle_input(self.now, flushed);
+        true
     }
 
     /// Moves the clock forward by `by`, firing every timer due on the way, in order.
@@ -434,17 +439,7 @@ impl Sim {
                 return;
             }
             for conn in readers {
-                let client = self.clients.get_mut(&conn).expect("listed");
-                let frames = client.unflushed.len();
-                let bytes = client.unflushed.drain(..).sum();
-                self.hub.handle_input(
-                    self.now,
-                    Input::Flushed {
-                        conn,
-                        frames,
-                        bytes,
-                    },
-                );
+                self.report_flushed(conn);
             }
         }
     }

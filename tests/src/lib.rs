@@ -140,8 +140,9 @@ impl Ctx {
         let (started, server) = oneshot::channel();
         let (served_tx, served) = oneshot::channel();
         match self.server {
-            Rt::Tokio => {
+            Rt::Tokio | Rt::Server => {
                 let handle = self.tokio.as_ref().expect("a tokio server runtime");
+                let production = self.server == Rt::Server;
                 handle.spawn(async move {
                     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
                         .await
@@ -152,28 +153,18 @@ impl Ctx {
                         addr,
                         hub: hub.clone(),
                     });
-                    let _ = served_tx.send(ferret_ws_tokio::serve(listener, hub).await);
-                });
-            }
-            Rt::Server => {
-                let handle = self.tokio.as_ref().expect("a tokio server runtime");
-                handle.spawn(async move {
-                    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-                        .await
-                        .expect("bind");
-                    let addr = listener.local_addr().expect("local address");
-                    let hub = ferret_ws_server::start_hub(config);
-                    let app = ferret_ws_server::App::builder()
-                        .hub(hub.clone())
-                        .local_port(addr.port())
-                        .build();
-                    let _ = started.send(Server {
-                        addr,
-                        hub: hub.clone(),
-                    });
-                    // The harness shuts the hub down; the server then stops serving.
-                    let finished = async move { hub.finished().await };
-                    let _ = served_tx.send(ferret_ws_server::serve(listener, app, finished).await);
+                    let served = if production {
+                        let app = ferret_ws_server::App::builder()
+                            .hub(hub.clone())
+                            .local_port(addr.port())
+                            .build();
+                        // The harness shuts the hub down; the server then stops serving.
+                        let finished = async move { hub.finished().await };
+                        ferret_ws_server::serve(listener, app, finished).await
+                    } else {
+                        ferret_ws_tokio::serve(listener, hub).await
+                    };
+                    let _ = served_tx.send(served);
                 });
             }
             Rt::AsyncStd => {

@@ -27,6 +27,14 @@ use tokio::task::JoinHandle;
 /// How long any single wait may take: generous, for a loaded 2-core machine.
 pub const WAIT: Duration = Duration::from_secs(20);
 
+/// The headers of a WebSocket opening handshake (RFC 6455 §4.1), for raw `/ws` requests.
+pub const UPGRADE: [(&str, &str); 4] = [
+    ("connection", "Upgrade"),
+    ("upgrade", "websocket"),
+    ("sec-websocket-version", "13"),
+    ("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ=="),
+];
+
 /// Short intervals, so that heartbeats flow during tests without slowing them.
 pub fn test_config() -> HubConfigBuilder {
     HubConfig::builder()
