@@ -226,7 +226,7 @@ impl Hub {
 
     /// Asks the log for the events after `after` that the buffer no longer has; replay
     /// waits for the answer ([`Input::Fetched`](crate::Input::Fetched)).
-    pub(crate) fn fetch(&mut self, id: ConnId, mut catch_up: CatchUp, after: EventId) {
+    pub(crate) fn fetch(&mut self, id: ConnId, mut catch_up: Box<CatchUp>, after: EventId) {
         let before = self.replay.first_seq().unwrap_or(self.head.seq.next());
         catch_up.fetching = Some((after, before));
         self.metrics.fetches += 1;
@@ -238,7 +238,7 @@ impl Hub {
         self.keep_catching_up(id, catch_up);
     }
 
-    fn keep_catching_up(&mut self, id: ConnId, catch_up: CatchUp) {
+    fn keep_catching_up(&mut self, id: ConnId, catch_up: Box<CatchUp>) {
         if let Some(conn) = self.conns.get_mut(&id) {
             conn.catch_up = Some(catch_up);
         }

@@ -35,7 +35,9 @@ pub(crate) struct Conn {
     pub(crate) last_sent: Option<EventId>,
     /// Present while the connection replays from the buffer; live events wait in the buffer
     /// until it catches up, so replay and live never interleave.
-    pub(crate) catch_up: Option<CatchUp>,
+    ///
+    /// Boxed: it is rare and large, and fan-out walks every connection's state.
+    pub(crate) catch_up: Option<Box<CatchUp>>,
     pub(crate) rate: RateLimiter,
 }
 
@@ -54,13 +56,13 @@ pub(crate) struct CatchUp {
 }
 
 impl CatchUp {
-    pub(crate) fn from(cursor: Seq) -> CatchUp {
-        CatchUp {
+    pub(crate) fn from(cursor: Seq) -> Box<CatchUp> {
+        Box::new(CatchUp {
             cursor,
             heartbeat: None,
             backlog: Default::default(),
             fetching: None,
-        }
+        })
     }
 }
 
