@@ -3,7 +3,7 @@
 
 Any bytes are a valid input for every harness; these seeds only give the fuzzers a start that
 reaches the interesting paths at once. The byte formats are described in
-core/src/fuzzing.rs (module docs and `Op`).
+testkit/src/fuzzing.rs and testkit/src/ops.rs (module docs and `Op`).
 """
 from pathlib import Path
 
@@ -55,9 +55,11 @@ handshake("bad_types", ROOM | QUERY, OWN, "types=a,,b")
 # 20 msg/s with a burst of 10, messages up to 96 B, close timeout 1 s, grace 1 s, 4 conns.
 CONFIG = [9, 19, 4, 15, 9, 3, 15, 19, 9, 40, 9, 9, 3]
 
-(CONNECT, PUBLISH, PUBLISH_SEQ, TEXT, RAW_TEXT, BINARY, ALIVE, VIOLATION, DISCONNECT, FLUSH,
+(CONNECT, PUBLISH, LOG_JUMP, TEXT, RAW_TEXT, BINARY, ALIVE, VIOLATION, DISCONNECT, FLUSH,
  STALL, RESPONSIVE, ADVANCE, STEP, EARLY_TIMEOUT, STALE_TIMEOUT, STALE_PUBLISH, SHUTDOWN,
- STALE_FLUSH, REFUSED) = range(20)
+ STALE_FLUSH, LOG_REPEAT, CONNECT_FROM, WALL_CLOCK, ANSWER_FETCH) = range(23)
+# The last configuration byte's bit 7 turns backfill on (a cluster node).
+BACKFILL = CONFIG[:-1] + [CONFIG[-1] | 0x80]
 
 
 def advance(ms):
@@ -97,14 +99,27 @@ hub_ops("client_messages", [
 # Shutdown with clients connected, a late connect and publish, the grace deadline.
 hub_ops("shutdown", [
     [CONNECT, 0, 0, 0], [CONNECT, 4, 0, 0], [STALL, 1, 1], [PUBLISH, 0, 3],
-    SHUTDOWN, [CONNECT, 0, 0, 0], [PUBLISH, 1, 0], [PUBLISH_SEQ, 1, 0], advance(2000),
+    SHUTDOWN, [CONNECT, 0, 0, 0], [PUBLISH, 1, 0], [LOG_JUMP, 1, 0], advance(2000),
 ])
-# Time going backwards, stale ids, pre-sequenced events, handshake metrics.
+# Time going backwards, stale ids, a wall clock stepped both ways.
 hub_ops("stale_inputs", [
     [CONNECT, 0, 0, 0], advance(700), [STALE_TIMEOUT, 50], [STALE_PUBLISH, 30],
-    [PUBLISH_SEQ, 2, 0], [PUBLISH_SEQ, 0, 0], [PUBLISH_SEQ, 1, 1], [DISCONNECT, 0, 0],
-    [STALE_FLUSH, 0, 3, 200], [ALIVE, 0], [TEXT, 1, 0], EARLY_TIMEOUT, [REFUSED, 3], [REFUSED, 4],
+    [WALL_CLOCK, 0x80], [PUBLISH, 0, 0], [WALL_CLOCK, 0x7f], [DISCONNECT, 0, 0],
+    [STALE_FLUSH, 0, 3, 200], [ALIVE, 0], [TEXT, 1, 0], EARLY_TIMEOUT,
 ])
+# The log misbehaves: a skip, a repeat, a new epoch, while one client catches up and another
+# resumes from a frame the first received.
+hub_ops("log_rules", [
+    [PUBLISH, 0, 0], [PUBLISH, 1, 0], [CONNECT, 0, 0, 0], [STALL, 0, 1], [CONNECT, 0, 1, 3],
+    [LOG_JUMP, 2, 0], [LOG_REPEAT, 0], [LOG_JUMP, 0, 1], [STALL, 0, 0], advance(1200),
+    [CONNECT_FROM, 0, 1, 0], [PUBLISH, 2, 0], [LOG_REPEAT, 1],
+])
+# A cluster node: anchors older than the buffer are fetched from the log, trimmed, aged.
+hub_ops("backfill", [
+    [PUBLISH, 0, 0], [PUBLISH, 1, 0], [PUBLISH, 2, 0], [PUBLISH, 3, 0], [PUBLISH, 4, 0],
+    [PUBLISH, 0, 0], [CONNECT, 0, 1, 5], [ANSWER_FETCH, 0, 0], [CONNECT, 0, 1, 5],
+    [ANSWER_FETCH, 4, 0], [CONNECT, 0, 1, 5], [ANSWER_FETCH, 0, 80], [PUBLISH, 1, 0],
+], config=BACKFILL)
 # A one-event replay buffer: anchors evicted, expired, ahead, foreign and invalid.
 hub_ops("resync_reasons", [
     [PUBLISH, 0, 0], [PUBLISH, 1, 0], [PUBLISH, 2, 0],
