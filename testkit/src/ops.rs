@@ -44,10 +44,10 @@ pub const CONFIG_BYTES: usize = 13;
 const MAX_OPS: usize = 400;
 
 /// The event types the harness publishes.
-const TYPES: [&str; 5] = ["a", "a.x", "b_1", "b_2", "c.d"];
+pub const TYPES: [&str; 5] = ["a", "a.x", "b_1", "b_2", "c.d"];
 
 /// Type filters for handshakes and `subscribe` messages; some of them bad.
-const QUERIES: [&str; 8] = [
+pub const QUERIES: [&str; 8] = [
     "",
     "types=a",
     "types=b_*",
