@@ -115,6 +115,8 @@ struct Inner {
     /// The shared connection, made on first use and after a failure.
     conn: Mutex<Option<MultiplexedConnection>>,
     append: redis::Script,
+    /// [`log::EPOCH`], run by the tail at every check.
+    epoch: redis::Script,
     status: Status,
 }
 
@@ -163,6 +165,7 @@ impl Cluster {
                 key_ttl: hub_config.replay_ttl(),
                 conn: Mutex::new(None),
                 append: redis::Script::new(log::APPEND),
+                epoch: redis::Script::new(log::EPOCH),
                 status: Status::default(),
             }),
         };
@@ -217,9 +220,11 @@ impl Cluster {
             Err(e) => {
                 // An error reply means the script did not append; a broken connection after
                 // sending does not tell.
-                let certain =
-                    e.is_connection_refusal() || matches!(e.kind(), redis::ErrorKind::Server(_));
-                self.forget_connection();
+                let answered = matches!(e.kind(), redis::ErrorKind::Server(_));
+                let certain = answered || e.is_connection_refusal();
+                if !answered {
+                    self.forget_connection(); // the connection is suspect: make a new one
+                }
                 if certain {
                     Err(LogError::Unavailable(e.to_string()))
                 } else {

@@ -25,7 +25,7 @@ use futures::StreamExt;
 use redis::aio::MultiplexedConnection;
 use redis::Value;
 
-use super::log::{self, decode_entries, decode_xread, parse_epoch, Entry};
+use super::log::{decode_entries, decode_xread, parse_epoch, Entry};
 use super::Cluster;
 
 /// Entries read per `XREAD`.
@@ -132,7 +132,9 @@ async fn check_epoch(
     conn: &mut MultiplexedConnection,
     position: &mut Position,
 ) -> Result<(), redis::RedisError> {
-    let (epoch, head): (String, u64) = redis::Script::new(log::EPOCH)
+    let (epoch, head): (String, u64) = cluster
+        .inner
+        .epoch
         .key(&cluster.inner.keys.meta)
         .arg(super::random_epoch().to_string())
         .invoke_async(conn)
