@@ -209,9 +209,10 @@ impl<R: Runtime> HubTask<R> {
             match wake {
                 Wake::Closed => break,
                 Wake::Timer => {
-                    timer = None; // fired: never poll it again
-                                  // Heartbeat ticks wake the task at least once an interval: a fresh
-                                  // wall-clock reading keeps timestamps true across a suspend or a step.
+                    // Fired: never poll it again. Heartbeat ticks wake the task at least once
+                    // an interval: a fresh wall-clock reading keeps timestamps true across a
+                    // suspend or a step.
+                    timer = None;
                     let wall = OffsetDateTime::now_utc();
                     self.hub.set_wall_clock(now, wall);
                     if let Source::Local(sequencer) = &mut self.source {
