@@ -35,6 +35,7 @@ impl Hub {
     /// Closes silent connections, then sends one heartbeat (one encoding) and one Ping to
     /// every open connection.
     fn tick(&mut self) {
+        self.metrics.heartbeat_ticks += 1;
         let timeout = self.config.liveness_timeout();
         let silent: Vec<ConnId> = self
             .conns

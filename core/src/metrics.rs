@@ -37,6 +37,8 @@ pub struct Metrics {
     pub queued_bytes: usize,
     /// Sequenced events ignored because they were not after the head (a log's repeats).
     pub stale_events: u64,
+    /// Heartbeat ticks so far (each sends one heartbeat to every open connection).
+    pub heartbeat_ticks: u64,
     /// Inputs for connections the hub no longer knows (normal: adapter tasks race).
     pub stale_inputs: u64,
 }
