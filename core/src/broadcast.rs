@@ -180,9 +180,23 @@ impl Hub {
                 // Live traffic pushed out events this connection had yet to get.
                 return self.close(id, CloseCause::SlowConsumer);
             }
-            // A heartbeat goes out once the replay has reached the event it names.
+            // Events fetched from the log come first, then the buffer's.
+            let next = match catch_up.backlog.front() {
+                Some(fetched) => Some(fetched),
+                None => self.replay.next_after(catch_up.cursor),
+            };
+            let next = next.map(|e| {
+                let wanted = self
+                    .conns
+                    .get(&id)
+                    .is_some_and(|c| c.filter.matches(e.event_type().as_str()));
+                (e.id().seq, e.frame().clone(), wanted)
+            });
+            // A heartbeat goes out in its place: once the replay has reached the event it
+            // names, or is past it (a hole the log left, told by `resync_required`).
             if let Some((named, frame)) = catch_up.heartbeat.take() {
-                if catch_up.cursor >= named {
+                let due = catch_up.cursor >= named || next.as_ref().is_none_or(|n| n.0 > named);
+                if due {
                     let at = EventId { epoch, seq: named };
                     if !self.try_queue(id, &frame, at) {
                         catch_up.heartbeat = Some((named, frame));
@@ -192,19 +206,9 @@ impl Hub {
                 }
                 catch_up.heartbeat = Some((named, frame));
             }
-            // Events fetched from the log come first, then the buffer's.
-            let next = match catch_up.backlog.front() {
-                Some(fetched) => fetched,
-                None => match self.replay.next_after(catch_up.cursor) {
-                    Some(buffered) => buffered,
-                    None => return, // caught up: live delivery from now on
-                },
+            let Some((seq, frame, wanted)) = next else {
+                return; // caught up: live delivery from now on
             };
-            let (seq, frame) = (next.id().seq, next.frame().clone());
-            let wanted = self
-                .conns
-                .get(&id)
-                .is_some_and(|c| c.filter.matches(next.event_type().as_str()));
             if wanted && !self.try_queue(id, &frame, EventId { epoch, seq }) {
                 return self.keep_catching_up(id, catch_up); // more when the writer reports a flush
             }

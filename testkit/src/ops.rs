@@ -873,7 +873,10 @@ impl Run {
             let reader =
                 !track.anchored && !client.stalled && !client.is_closed() && !client.removed;
             if reader && track.always_responsive && beats.len() as u64 != ticks {
-                fail(format!("{id} got {} heartbeats for {ticks} ticks", beats.len()));
+                fail(format!(
+                    "{id} got {} heartbeats for {ticks} ticks",
+                    beats.len()
+                ));
             }
         }
     }
