@@ -17,6 +17,7 @@ use time::OffsetDateTime;
 
 use crate::conn::{ConnEntry, WriterCmd};
 use crate::handle::{HubHandle, PublishError, Shared};
+use crate::wire::{Encoder, WireFrame};
 use crate::Runtime;
 
 /// Room in the hub's inbound channel. Each sender may have one more message in flight, so
@@ -83,6 +84,7 @@ pub fn start_with_epoch_on<R: Runtime>(runtime: R, config: HubConfig, epoch: Epo
         conns: HashMap::new(),
         finished: Vec::new(),
         shared: Arc::clone(&shared),
+        wire: Encoder::default(),
     };
     let watched = Arc::clone(&shared);
     runtime.spawn(async move {
@@ -127,6 +129,8 @@ struct HubTask<R: Runtime> {
     /// Who waits for the shutdown to complete.
     finished: Vec<oneshot::Sender<()>>,
     shared: Arc<Shared>,
+    /// Gives each frame its wire header, once for all its recipients.
+    wire: Encoder,
 }
 
 /// Why the task woke up.
@@ -276,8 +280,8 @@ impl<R: Runtime> HubTask<R> {
     fn drain(&mut self) {
         while let Some(output) = self.hub.poll_output() {
             let (conn, command) = match output {
-                Output::Send { conn, frame } => (conn, WriterCmd::Text(frame)),
-                Output::Ping { conn } => (conn, WriterCmd::Ping),
+                Output::Send { conn, frame } => (conn, WriterCmd::Frame(self.wire.text(frame))),
+                Output::Ping { conn } => (conn, WriterCmd::Frame(WireFrame::ping())),
                 Output::Close { conn, code, reason } => {
                     tracing::debug!(%conn, %code, reason, "closing connection");
                     (conn, WriterCmd::Close(code, reason))
@@ -294,17 +298,10 @@ impl<R: Runtime> HubTask<R> {
                     continue;
                 }
             };
-            let Some(entry) = self.conns.get_mut(&conn) else {
-                continue;
-            };
-            if let Err(e) = entry.queue.try_send(command) {
-                // Disconnected: the writer is gone and its reader is about to report the end.
-                // Full cannot happen while writers report what they flushed (the queue holds
-                // `max_queued_outputs`); if it does, the frame is lost and it is our bug.
-                if e.is_full() {
-                    tracing::error!(%conn, "writer queue overflow: a frame was dropped");
-                    debug_assert!(false, "writer queue of {conn} overflowed");
-                }
+            if let Some(entry) = self.conns.get_mut(&conn) {
+                // Refused only once the connection's task has ended: its end is about to be
+                // reported. The core bounds what is queued (`max_queued_outputs`).
+                entry.queue.push(command);
             }
         }
     }

@@ -46,6 +46,7 @@ mod conn;
 mod handle;
 mod hub_task;
 mod serve;
+mod wire;
 
 pub use async_tungstenite;
 pub use async_tungstenite::tungstenite;
@@ -53,8 +54,7 @@ pub use handle::{Admission, HubHandle, PublishError, Registration, Slot, Ticket}
 pub use hub_task::{start_on, start_with_epoch_on};
 pub use serve::{
     is_per_connection, serve_incoming_on, serve_registered_on, serve_stream_on, serve_upgraded_on,
-    websocket_config, HandshakeFields, ACCEPT_ERROR_PAUSE, READ_BUFFER_SIZE, WRITE_BUFFER_SIZE,
-    WS_PATH,
+    websocket_config, HandshakeFields, ACCEPT_ERROR_PAUSE, READ_BUFFER_SIZE, WS_PATH,
 };
 
 /// What a runtime adapter provides: the only things in which async runtimes truly differ
