@@ -21,7 +21,7 @@
 //! | hub `Abort` | the task is aborted |
 
 use std::collections::VecDeque;
-use std::future::{poll_fn, Future};
+use std::future::Future;
 use std::io::{self, IoSlice};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -34,7 +34,7 @@ use futures::channel::mpsc;
 use futures::future::{AbortHandle, Abortable};
 use futures::io::{AsyncRead, AsyncWrite};
 use futures::task::{waker_ref, ArcWake, AtomicWaker};
-use futures::{FutureExt, Sink, SinkExt, StreamExt};
+use futures::{Sink, StreamExt};
 
 use async_tungstenite::tungstenite::error::ProtocolError;
 use async_tungstenite::tungstenite::protocol::frame::{CloseFrame, Utf8Bytes};
@@ -316,9 +316,9 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Socket<S> {
     }
 }
 
-/// Starts serving an upgraded connection that was registered before its 101: returns its
-/// task's future, for the caller to run until the connection ends (`None` if the hub task is
-/// gone).
+/// Starts serving an upgraded connection that was registered before its 101: returns the
+/// connection, a future for the caller to run until the connection ends (`None` if the hub
+/// task is gone).
 ///
 /// The caller runs this setup boxed and then awaits the returned future inline, so that a
 /// connection's task holds the connection's state only, not the setup's as well.
@@ -326,7 +326,7 @@ pub(crate) async fn start<S>(
     hub: &HubHandle,
     mut ws: WebSocketStream<Socket<S>>,
     mut registration: Registration,
-) -> Option<impl Future<Output = ()> + Send + 'static>
+) -> Option<Abortable<Connection<S>>>
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
@@ -354,12 +354,14 @@ where
         stream_ended: false,
         violated: false,
         slot: Some(slot),
+        end: None,
     };
-    Some(Abortable::new(connection.run(), task).map(drop))
+    Some(Abortable::new(connection, task))
 }
 
-/// A connection's state, owned by its task.
-struct Connection<S> {
+/// A connection's state, owned by its task; as a future, it serves the connection until it
+/// ends and then reports the end.
+pub(crate) struct Connection<S> {
     conn: ConnId,
     ws: WebSocketStream<Socket<S>>,
     queue: Outbox,
@@ -385,9 +387,12 @@ struct Connection<S> {
     violated: bool,
     /// Freed before the end is reported, so that "the hub forgot it" implies "the slot is free".
     slot: Option<Slot>,
+    /// Set once the connection is over; what is left is telling the hub.
+    end: Option<End>,
 }
 
 /// How the connection ended.
+#[derive(Clone, Copy)]
 enum End {
     /// Report this to the hub.
     Disconnected(DisconnectCause),
@@ -399,19 +404,6 @@ impl<S> Connection<S>
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    async fn run(mut self) {
-        let end = poll_fn(|cx| self.drive(cx)).await;
-        self.queue.end();
-        drop(self.slot.take());
-        if let End::Disconnected(cause) = end {
-            let conn = self.conn;
-            let _ = self
-                .commands
-                .send(Command::Input(Input::Disconnected { conn, cause }))
-                .await;
-        }
-    }
-
     /// Reads, writes and reports until the connection ends.
     fn drive(&mut self, cx: &mut Context<'_>) -> Poll<End> {
         for _ in 0..MAX_ROUNDS {
@@ -641,6 +633,42 @@ where
                 self.writing.pop_front();
             }
         }
+    }
+}
+
+impl<S> Future for Connection<S>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let this = self.get_mut();
+        let end = match this.end {
+            Some(end) => end,
+            None => {
+                let Poll::Ready(end) = this.drive(cx) else {
+                    return Poll::Pending;
+                };
+                this.queue.end();
+                drop(this.slot.take());
+                this.end = Some(end);
+                end
+            }
+        };
+        if let End::Disconnected(cause) = end {
+            match this.commands.poll_ready(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Ok(())) => {
+                    let conn = this.conn;
+                    let input = Input::Disconnected { conn, cause };
+                    let _ = this.commands.start_send(Command::Input(input));
+                }
+                Poll::Ready(Err(_)) => {} // the hub task is gone
+            }
+            this.end = Some(End::HubGone); // reported: done
+        }
+        Poll::Ready(())
     }
 }
 

@@ -1,6 +1,7 @@
 //! Handshakes and the accept loop: from a byte stream to a served connection.
 
 use std::borrow::Cow;
+use std::future::Future;
 use std::io;
 use std::net::IpAddr;
 use std::time::Duration;
@@ -16,7 +17,7 @@ use async_tungstenite::tungstenite::protocol::frame::CloseFrame;
 use async_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 use async_tungstenite::WebSocketStream;
 
-use crate::conn::{self, Socket};
+use crate::conn::{self, Connection, Socket};
 use crate::handle::{Admission, HubHandle, Registration, Slot};
 use crate::Runtime;
 
@@ -24,9 +25,13 @@ use crate::Runtime;
 /// any other.
 pub const WS_PATH: &str = "/ws";
 
-/// tungstenite's read buffer per connection. Client messages are small JSON (4 KiB at most
-/// by default); the 128 KiB default would cost ~135 KiB per idle connection.
-pub const READ_BUFFER_SIZE: usize = 4 << 10;
+/// tungstenite's read buffer per connection, and the most it reads from the socket at once.
+/// Client messages are small JSON (`{"type":"ping"}` is 21 bytes on the wire, a Pong 6): this
+/// takes the usual ones in one read and costs little while a connection is idle; a longer
+/// message (at most `max_client_message`) grows the buffer to its size. tungstenite's 128 KiB
+/// default would cost ~135 KiB per idle connection, and 4 KiB was half of what an idle
+/// connection cost.
+pub const READ_BUFFER_SIZE: usize = 512;
 
 /// The most tungstenite may hold of its own frames (Pongs, close frames) while the
 /// connection's socket takes none (see `conn::Socket`). The hub's frames never pass through
@@ -182,7 +187,7 @@ pub async fn serve_stream_on<R, S>(
 {
     // The handshake and the registration run boxed: their state is large and needed once;
     // inline, it would stay part of this task's memory for as long as the connection lives.
-    let setup = async {
+    let mut connection = boxed(async {
         let mut upgraded = None;
         let callback = |request: &Request, response: Response| -> Result<Response, ErrorResponse> {
             if request.uri().path() != WS_PATH {
@@ -244,11 +249,20 @@ pub async fn serve_stream_on<R, S>(
                 None
             }
         }
-    };
-    let reader = Box::pin(setup).await;
-    if let Some(reader) = reader {
-        reader.await;
+    })
+    .await;
+    // Awaited where it lies, not moved out of the `Option` into a second place in this
+    // future. `Err`: the hub aborted it.
+    if let Some(connection) = &mut connection {
+        let _ = connection.await;
     }
+}
+
+/// `future` on the heap, so that the future awaiting it holds only a pointer to its state.
+fn boxed<'a, T>(
+    future: impl Future<Output = T> + Send + 'a,
+) -> std::pin::Pin<Box<dyn Future<Output = T> + Send + 'a>> {
+    Box::pin(future)
 }
 
 /// What the handshake callback decided for an upgrade.
@@ -268,14 +282,24 @@ pub async fn serve_registered_on<R, S>(
     R: Runtime,
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let setup = async {
-        let ws = websocket(hub, stream).await;
-        conn::start(hub, ws, registration).await
-    };
-    let reader = Box::pin(setup).await; // boxed: see serve_stream_on
-    if let Some(reader) = reader {
-        reader.await;
+    let mut connection = boxed(registered(hub, stream, registration)).await; // see serve_stream_on
+                                                                             // Awaited where it lies, not moved out of the `Option` into a second place in this
+                                                                             // future. `Err`: the hub aborted it.
+    if let Some(connection) = &mut connection {
+        let _ = connection.await;
     }
+}
+
+async fn registered<S>(
+    hub: &HubHandle,
+    stream: S,
+    registration: Registration,
+) -> Option<futures::future::Abortable<Connection<S>>>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let ws = websocket(hub, stream).await;
+    conn::start(hub, ws, registration).await
 }
 
 /// Serves a stream that a host framework (hyper, axum) has already upgraded after answering
@@ -291,19 +315,25 @@ where
     R: Runtime,
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    match admission {
-        Admission::Accept(ticket) => {
-            let registration = hub.register(ticket);
-            serve_registered_on(runtime, hub, stream, registration).await;
+    // Boxed setup, then the connection awaited where it lies: see serve_stream_on.
+    let mut connection = boxed(async {
+        match admission {
+            Admission::Accept(ticket) => registered(hub, stream, hub.register(ticket)).await,
+            Admission::Reject(rejection, slot) => {
+                let ws = websocket(hub, stream).await;
+                reject(runtime, hub, ws, rejection, slot).await;
+                None
+            }
+            Admission::Refuse(refusal) => {
+                let status = refusal.status;
+                tracing::warn!(status, "an upgraded stream came with a refusal; dropped");
+                None
+            }
         }
-        Admission::Reject(rejection, slot) => {
-            let ws = websocket(hub, stream).await;
-            reject(runtime, hub, ws, rejection, slot).await;
-        }
-        Admission::Refuse(refusal) => {
-            let status = refusal.status;
-            tracing::warn!(status, "an upgraded stream came with a refusal; dropped");
-        }
+    })
+    .await;
+    if let Some(connection) = &mut connection {
+        let _ = connection.await;
     }
 }
 
