@@ -176,6 +176,11 @@ impl Outbox {
             if queued.ended {
                 return false;
             }
+            if queued.commands.capacity() == 0 {
+                // Storage was given back when the connection went idle: take room for a
+                // batch at once rather than growing 4, 8, 16.
+                queued.commands.reserve(16);
+            }
             queued.commands.push_back(command);
             debug_assert!(
                 queued.commands.len() <= queued.capacity,
