@@ -1,10 +1,12 @@
-//! Backpressure: what one connection may have queued, and the one rule for queueing a frame.
+//! Backpressure: what one connection may have queued, what all of them may have queued
+//! together, and the rules for queueing a frame.
 //!
 //! The hub counts every output it hands an adapter for a connection until the adapter
-//! reports it written ([`crate::Input::Flushed`]). A frame is queued only if it fits the
-//! connection's limits ([`SendQueue::try_push`]); one that does not makes the connection a
-//! slow consumer, closed with 4008. Beyond the frame limit a queue has room for exactly
-//! [`SLACK`] more outputs, each with an owner:
+//! reports it written ([`crate::Input::Flushed`]), in order: each connection's [`SendQueue`]
+//! remembers which frames it holds. A frame is queued only if it fits the connection's limits
+//! ([`SendQueue::try_push`]); one that does not makes the connection a slow consumer, closed
+//! with 4008. Beyond the frame limit a queue has room for exactly [`SLACK`] more outputs, each
+//! with an owner:
 //!
 //! | slots | taken by | rule |
 //! | --- | --- | --- |
@@ -13,10 +15,23 @@
 //! | 4 | the close frame | not counted: it is the last output, and the writer never reports it |
 //!
 //! So an adapter queue of `send_queue_frames + SLACK` entries never overflows.
+//!
+//! # The global budget
+//!
+//! [`Queued`] adds up what all the queues hold: the bytes of every frame queued to some
+//! connection and not yet written (PROTOCOL.md §5 Memory). A frame that several connections
+//! are sent (an event, a heartbeat tick) is one shared allocation, so it counts once, for as
+//! long as any queue holds it; a frame made for one connection (a control frame) counts on its
+//! own. Before the hub queues a frame that is not held yet, it makes room for it
+//! (`Hub::make_room`): while the total and the new frame would pass `max_queued_bytes`, the
+//! connection with the most bytes queued is shed: its queued frames are dropped
+//! ([`crate::Output::Discard`]) and it is closed with 4008. A frame always fits when nothing is
+//! queued, so the total never passes the budget by more than one frame.
 
-use bytes::Bytes;
+use std::collections::{BTreeMap, VecDeque};
 
 use crate::config::HubConfig;
+use crate::event::Seq;
 
 /// Outputs one connection can have beyond `send_queue_frames`: two extra frames (pings, an
 /// in-band resync), the shutdown notice and the close (see the module's table).
@@ -41,24 +56,49 @@ impl Limits {
     }
 }
 
+/// Which frame a queued output is: what tells a frame that several queues share (counted once)
+/// from one made for a single connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) enum FrameKey {
+    /// A frame made for this connection alone: a control frame, a Ping, a shutdown notice
+    /// naming the connection's own place in the stream.
+    Own,
+    /// An event: the hub's `run`-th epoch (counted from 0 at start, one more at each new
+    /// epoch, so that a seq is never reused), and its seq. One frame, whether live or replayed.
+    Event(u32, Seq),
+    /// Another frame made once for many connections (a heartbeat tick, the shutdown notice):
+    /// the hub's n-th.
+    Shared(u64),
+}
+
 /// Frames handed to the adapter for one connection and not yet reported written.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub(crate) struct SendQueue {
     /// Frames (pings included).
     pub(crate) frames: usize,
     /// Bytes of those frames' payloads.
     pub(crate) bytes: usize,
+    /// Each of those frames, oldest first: the writer reports them in this order. Its storage
+    /// is given back whenever the queue empties.
+    held: VecDeque<(FrameKey, usize)>,
 }
 
 impl SendQueue {
-    /// Counts `frame` if it fits: within the frame limit and, unless the queue is empty, the
-    /// byte limit (one frame always fits an empty queue, so an event larger than the byte
-    /// limit still reaches an idle client). `false`: the connection is a slow consumer.
-    pub(crate) fn try_push(&mut self, frame: &Bytes, limits: Limits) -> bool {
-        let fits = self.frames < limits.frames
-            && (self.frames == 0 || self.bytes + frame.len() <= limits.bytes);
+    /// Counts the frame `key` of `len` bytes if it fits: within the frame limit and, unless
+    /// the queue is empty, the byte limit (one frame always fits an empty queue, so an event
+    /// larger than the byte limit still reaches an idle client). `false`: the connection is a
+    /// slow consumer.
+    pub(crate) fn try_push(
+        &mut self,
+        key: FrameKey,
+        len: usize,
+        limits: Limits,
+        queued: &mut Queued,
+    ) -> bool {
+        let fits =
+            self.frames < limits.frames && (self.frames == 0 || self.bytes + len <= limits.bytes);
         if fits {
-            self.count(frame.len());
+            self.count(key, len, queued);
         }
         fits
     }
@@ -66,28 +106,126 @@ impl SendQueue {
     /// Counts a frame the client did not ask for and must not lose its connection over (a
     /// Ping, an in-band `resync_required`) if fewer than two are past the limit (slack slots
     /// 1 and 2); `false`: the queue is too far behind for it.
-    pub(crate) fn push_extra(&mut self, len: usize, limits: Limits) -> bool {
+    pub(crate) fn push_extra(
+        &mut self,
+        key: FrameKey,
+        len: usize,
+        limits: Limits,
+        queued: &mut Queued,
+    ) -> bool {
         let fits = self.frames < limits.frames + EXTRA;
         if fits {
-            self.count(len);
+            self.count(key, len, queued);
         }
         fits
     }
 
     /// Counts the shutdown notice, which always goes (slack slot 3).
-    pub(crate) fn push_notice(&mut self, frame: &Bytes) {
-        self.count(frame.len());
+    pub(crate) fn push_notice(&mut self, key: FrameKey, len: usize, queued: &mut Queued) {
+        self.count(key, len, queued);
     }
 
-    /// The adapter wrote this many frames and bytes.
-    pub(crate) fn flushed(&mut self, frames: usize, bytes: usize) {
-        self.frames = self.frames.saturating_sub(frames);
-        self.bytes = self.bytes.saturating_sub(bytes);
+    /// The adapter wrote the oldest `frames` frames.
+    pub(crate) fn flushed(&mut self, frames: usize, queued: &mut Queued) {
+        for _ in 0..frames.min(self.held.len()) {
+            let (key, len) = self.held.pop_front().expect("counted above");
+            self.frames -= 1;
+            self.bytes -= len;
+            queued.remove(key, len);
+        }
+        if self.held.is_empty() {
+            self.held = VecDeque::new();
+        }
     }
 
-    fn count(&mut self, len: usize) {
+    /// Forgets every frame: the connection is gone, or its frames are being dropped.
+    pub(crate) fn release(&mut self, queued: &mut Queued) {
+        for (key, len) in self.held.drain(..) {
+            queued.remove(key, len);
+        }
+        *self = SendQueue::default();
+    }
+
+    fn count(&mut self, key: FrameKey, len: usize, queued: &mut Queued) {
         self.frames += 1;
         self.bytes += len;
+        self.held.push_back((key, len));
+        queued.add(key, len);
+    }
+}
+
+/// What all the queues hold together, each frame once (see the module docs).
+#[derive(Debug)]
+pub(crate) struct Queued {
+    max: usize,
+    /// Bytes of the distinct frames held.
+    total: usize,
+    /// Frames that several queues may share, with how many queues hold each.
+    shared: BTreeMap<FrameKey, Holders>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Holders {
+    count: usize,
+    len: usize,
+}
+
+impl Queued {
+    pub(crate) fn new(config: &HubConfig) -> Queued {
+        Queued {
+            max: config.max_queued_bytes(),
+            total: 0,
+            shared: BTreeMap::new(),
+        }
+    }
+
+    /// Bytes of the distinct frames held by the queues.
+    pub(crate) fn total(&self) -> usize {
+        self.total
+    }
+
+    /// What queueing the frame `key` of `len` bytes would add to the total: nothing if some
+    /// queue already holds it.
+    pub(crate) fn cost(&self, key: FrameKey, len: usize) -> usize {
+        match key {
+            FrameKey::Own => len,
+            shared if self.shared.contains_key(&shared) => 0,
+            _ => len,
+        }
+    }
+
+    /// Whether `more` bytes fit the budget: within it, or into an empty one (so that one frame
+    /// larger than the budget still goes out).
+    pub(crate) fn fits(&self, more: usize) -> bool {
+        more == 0 || self.total == 0 || self.total + more <= self.max
+    }
+
+    fn add(&mut self, key: FrameKey, len: usize) {
+        if key == FrameKey::Own {
+            self.total += len;
+            return;
+        }
+        let holders = self.shared.entry(key).or_insert(Holders { count: 0, len });
+        if holders.count == 0 {
+            self.total += len;
+        }
+        holders.count += 1;
+    }
+
+    fn remove(&mut self, key: FrameKey, len: usize) {
+        if key == FrameKey::Own {
+            self.total -= len;
+            return;
+        }
+        let Some(holders) = self.shared.get_mut(&key) else {
+            debug_assert!(false, "a shared frame nobody holds: {key:?}");
+            return;
+        };
+        holders.count -= 1;
+        if holders.count == 0 {
+            self.total -= holders.len;
+            self.shared.remove(&key);
+        }
     }
 }
 
@@ -95,27 +233,65 @@ impl SendQueue {
 mod tests {
     use super::*;
 
+    fn config(max_queued_bytes: usize) -> HubConfig {
+        HubConfig::builder()
+            .send_queue_frames(2)
+            .send_queue_bytes(10)
+            .max_queued_bytes(max_queued_bytes)
+            .build()
+            .unwrap()
+    }
+
     #[test]
     fn limits_slack_and_the_one_big_frame() {
-        let limits = Limits {
-            frames: 2,
-            bytes: 10,
-        };
+        let config = config(1000);
+        let (limits, mut queued) = (Limits::new(&config), Queued::new(&config));
         let mut queue = SendQueue::default();
-        let big = Bytes::from(vec![b'x'; 100]);
+        let own = FrameKey::Own;
         assert!(
-            queue.try_push(&big, limits),
+            queue.try_push(own, 100, limits, &mut queued),
             "one frame fits an empty queue"
         );
-        assert!(!queue.try_push(&Bytes::from_static(b"x"), limits), "bytes");
-        queue.flushed(1, 100);
-        assert!(queue.try_push(&Bytes::from_static(b"abc"), limits));
-        assert!(queue.try_push(&Bytes::from_static(b"abc"), limits));
-        assert!(!queue.try_push(&Bytes::from_static(b"a"), limits), "frames");
-        assert!(queue.push_extra(0, limits), "a ping past the limit");
-        assert!(queue.push_extra(10, limits), "a resync past the limit");
-        assert!(!queue.push_extra(0, limits), "but no third");
-        queue.push_notice(&Bytes::from_static(b"bye"));
+        assert!(!queue.try_push(own, 1, limits, &mut queued), "bytes");
+        queue.flushed(1, &mut queued);
+        assert!(queue.try_push(own, 3, limits, &mut queued));
+        assert!(queue.try_push(own, 3, limits, &mut queued));
+        assert!(!queue.try_push(own, 1, limits, &mut queued), "frames");
+        assert!(
+            queue.push_extra(own, 0, limits, &mut queued),
+            "a ping past the limit"
+        );
+        assert!(
+            queue.push_extra(own, 10, limits, &mut queued),
+            "a resync past the limit"
+        );
+        assert!(
+            !queue.push_extra(own, 0, limits, &mut queued),
+            "but no third"
+        );
+        queue.push_notice(own, 3, &mut queued);
         assert_eq!(queue.frames, limits.frames + SLACK - 1);
+        assert_eq!((queue.bytes, queued.total()), (19, 19));
+        queue.release(&mut queued);
+        assert_eq!((queue.frames, queue.bytes, queued.total()), (0, 0, 0));
+    }
+
+    #[test]
+    fn a_shared_frame_counts_once_while_any_queue_holds_it() {
+        let config = config(15);
+        let (limits, mut queued) = (Limits::new(&config), Queued::new(&config));
+        let (mut a, mut b) = (SendQueue::default(), SendQueue::default());
+        let event = FrameKey::Event(0, Seq(1));
+        assert_eq!(queued.cost(event, 10), 10);
+        assert!(a.try_push(event, 10, limits, &mut queued));
+        assert_eq!(queued.cost(event, 10), 0, "already held");
+        assert!(b.try_push(event, 10, limits, &mut queued));
+        assert_eq!(queued.total(), 10);
+        assert!(!queued.fits(6) && queued.fits(5));
+        a.flushed(1, &mut queued);
+        assert_eq!(queued.total(), 10, "b still holds it");
+        b.flushed(1, &mut queued);
+        assert_eq!(queued.total(), 0);
+        assert!(queued.fits(100), "an empty budget takes any one frame");
     }
 }

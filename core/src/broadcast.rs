@@ -22,6 +22,7 @@ use std::time::Instant;
 
 use serde_json::json;
 
+use crate::backpressure::FrameKey;
 use crate::close::CloseCause;
 use crate::conn::ConnId;
 use crate::event::{types, EventId, Seq, SequencedEvent};
@@ -56,6 +57,7 @@ impl Hub {
         let mut resync = None;
         if id.epoch != self.head.epoch {
             self.replay.reset();
+            self.run += 1;
             self.head = EventId::start(id.epoch);
             resync = Some(ResyncReason::UnknownEpoch);
         } else if id.seq <= self.head.seq {
@@ -100,8 +102,15 @@ impl Hub {
             let last = conn.last_sent.map(|id| id.to_string());
             let payload = json!({ "reason": reason.as_str(), "last_event_id": last });
             let frame = self.control_frame(types::RESYNC_REQUIRED, payload);
-            let conn = self.conns.get_mut(&id).expect("listed above");
-            if conn.queue.push_extra(frame.len(), self.limits) {
+            self.make_room(frame.len());
+            let Some(conn) = self.conns.get_mut(&id).filter(|c| c.is_open()) else {
+                continue; // shed to make room
+            };
+            let (len, limits) = (frame.len(), self.limits);
+            if conn
+                .queue
+                .push_extra(FrameKey::Own, len, limits, &mut self.queued)
+            {
                 self.outputs.push_back(Output::Send { conn: id, frame });
             } else {
                 slow.push(id);
@@ -112,12 +121,15 @@ impl Hub {
         }
     }
 
-    /// Buffers the event and queues it to every live connection it matches; connections that
-    /// are catching up take it from the buffer in turn.
+    /// Buffers the event and queues it to every live connection it matches, after making
+    /// room for it in the global budget; connections that are catching up take it from the
+    /// buffer in turn.
     fn fan_out(&mut self, event: SequencedEvent) {
         self.metrics.events_published += 1;
         self.replay.push(self.now, event.clone());
         let (id, name, frame) = (event.id(), event.event_type().as_str(), event.frame());
+        let key = FrameKey::Event(self.run, id.seq);
+        self.make_room(self.queued.cost(key, frame.len()));
         let mut slow = Vec::new();
         let mut catching_up = Vec::new();
         for (&conn_id, conn) in self.conns.iter_mut() {
@@ -128,7 +140,10 @@ impl Hub {
                 catching_up.push(conn_id);
             } else if !conn.filter.matches(name) {
                 continue;
-            } else if conn.queue.try_push(frame, self.limits) {
+            } else if conn
+                .queue
+                .try_push(key, frame.len(), self.limits, &mut self.queued)
+            {
                 conn.last_sent = Some(id);
                 self.outputs.push_back(Output::Send {
                     conn: conn_id,
@@ -159,16 +174,16 @@ impl Hub {
                 return self.close(id, CloseCause::SlowConsumer);
             }
             // A heartbeat goes out once the replay has reached the event it names.
-            if let Some((named, frame)) = catch_up.heartbeat.take() {
+            if let Some((named, frame, key)) = catch_up.heartbeat.take() {
                 if catch_up.cursor >= named {
                     let at = EventId { epoch, seq: named };
-                    if !self.try_queue(id, &frame, at) {
-                        catch_up.heartbeat = Some((named, frame));
+                    if !self.try_queue(id, &frame, key, at) {
+                        catch_up.heartbeat = Some((named, frame, key));
                         return self.keep_catching_up(id, catch_up);
                     }
                     continue;
                 }
-                catch_up.heartbeat = Some((named, frame));
+                catch_up.heartbeat = Some((named, frame, key));
             }
             let Some(next) = self.replay.next_after(catch_up.cursor) else {
                 return; // caught up: live delivery from now on
@@ -178,20 +193,35 @@ impl Hub {
                 .conns
                 .get(&id)
                 .is_some_and(|c| c.filter.matches(next.event_type().as_str()));
-            if wanted && !self.try_queue(id, &frame, EventId { epoch, seq }) {
+            let key = FrameKey::Event(self.run, seq);
+            if wanted && !self.try_queue(id, &frame, key, EventId { epoch, seq }) {
                 return self.keep_catching_up(id, catch_up); // more when the writer reports a flush
             }
             catch_up.cursor = seq;
         }
     }
 
-    /// Queues a replayed frame if the queue has room, without closing anyone: replay is
-    /// paced by the queue and never makes a slow consumer by itself.
-    fn try_queue(&mut self, id: ConnId, frame: &bytes::Bytes, names: EventId) -> bool {
-        let Some(conn) = self.conns.get_mut(&id) else {
+    /// Queues a replayed frame if the queue has room, without closing anyone for it: replay
+    /// is paced by the queue and never makes a slow consumer by itself. The global budget may
+    /// shed others (or this connection) to make room.
+    fn try_queue(
+        &mut self,
+        id: ConnId,
+        frame: &bytes::Bytes,
+        key: FrameKey,
+        names: EventId,
+    ) -> bool {
+        if !self.conns.get(&id).is_some_and(|c| c.is_open()) {
+            return false;
+        }
+        self.make_room(self.queued.cost(key, frame.len()));
+        let Some(conn) = self.conns.get_mut(&id).filter(|c| c.is_open()) else {
             return false;
         };
-        if !conn.queue.try_push(frame, self.limits) {
+        if !conn
+            .queue
+            .try_push(key, frame.len(), self.limits, &mut self.queued)
+        {
             return false;
         }
         conn.last_sent = Some(names);

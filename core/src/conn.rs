@@ -4,7 +4,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
-use crate::backpressure::SendQueue;
+use crate::backpressure::{FrameKey, SendQueue};
 use crate::event::{EventId, Seq};
 use crate::filter::TypeFilter;
 
@@ -27,6 +27,9 @@ pub(crate) struct Conn {
     pub(crate) closing: Option<Instant>,
     /// What the adapter holds for it, unwritten.
     pub(crate) queue: SendQueue,
+    /// Set when its queued frames were dropped ([`crate::Output::Discard`]): what the writer
+    /// reports written from then on is no longer counted.
+    pub(crate) discarded: bool,
     /// The id of the last stream frame queued to it (events, heartbeats): where an in-band
     /// `resync_required` says it stopped.
     pub(crate) last_sent: Option<EventId>,
@@ -40,9 +43,10 @@ pub(crate) struct Conn {
 pub(crate) struct CatchUp {
     /// The last event delivered or skipped by the filter.
     pub(crate) cursor: Seq,
-    /// A heartbeat that ticked while catching up, with the seq it names: sent once the
-    /// replay has reached that event, so that it never names one still to come.
-    pub(crate) heartbeat: Option<(Seq, Bytes)>,
+    /// A heartbeat that ticked while catching up, with the seq it names (and which tick's
+    /// frame it is): sent once the replay has reached that event, so that it never names one
+    /// still to come.
+    pub(crate) heartbeat: Option<(Seq, Bytes, FrameKey)>,
 }
 
 impl Conn {
@@ -52,6 +56,7 @@ impl Conn {
             last_life: now,
             closing: None,
             queue: SendQueue::default(),
+            discarded: false,
             last_sent: None,
             catch_up: None,
             rate: RateLimiter { next_free: now },

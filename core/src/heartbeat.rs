@@ -10,6 +10,7 @@
 //! with 4408, so the close falls within `[timeout, timeout + interval]` of its last sign of
 //! life.
 
+use crate::backpressure::FrameKey;
 use crate::close::CloseCause;
 use crate::conn::ConnId;
 use crate::event::{types, Event, EventType};
@@ -52,13 +53,16 @@ impl Hub {
             .sequence(head, self.clock.at(self.now))
             .frame()
             .clone();
+        let key = self.shared_frame();
+        self.make_room(frame.len());
         let mut slow = Vec::new();
         let mut catching_up = Vec::new();
+        let (limits, queued) = (self.limits, &mut self.queued);
         for (&id, conn) in self.conns.iter_mut().filter(|(_, c)| c.is_open()) {
             if let Some(catch_up) = &mut conn.catch_up {
-                catch_up.heartbeat = Some((head.seq, frame.clone()));
+                catch_up.heartbeat = Some((head.seq, frame.clone(), key));
                 catching_up.push(id);
-            } else if conn.queue.try_push(&frame, self.limits) {
+            } else if conn.queue.try_push(key, frame.len(), limits, queued) {
                 conn.last_sent = Some(head);
                 self.outputs.push_back(Output::Send {
                     conn: id,
@@ -68,7 +72,7 @@ impl Hub {
                 slow.push(id);
                 continue;
             }
-            if conn.queue.push_extra(0, self.limits) {
+            if conn.queue.push_extra(FrameKey::Own, 0, limits, queued) {
                 self.outputs.push_back(Output::Ping { conn: id });
             }
         }

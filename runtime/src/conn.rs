@@ -101,6 +101,8 @@ struct Shared {
     readable: AtomicBool,
     /// The connection's task, waiting for the socket to become readable.
     reader: AtomicWaker,
+    /// The hub dropped the frames queued to it: those the task has taken but not begun go too.
+    discard: AtomicBool,
 }
 
 impl ArcWake for Shared {
@@ -132,6 +134,7 @@ impl Outbox {
             }),
             readable: AtomicBool::new(true),
             reader: AtomicWaker::new(),
+            discard: AtomicBool::new(false),
         }))
     }
 
@@ -192,6 +195,29 @@ impl Outbox {
             waker.wake();
         }
         true
+    }
+
+    /// The hub task's side of [`ferret_ws_core::Output::Discard`]: drops every queued frame
+    /// (a close stays), and has the connection drop those it took and has not begun writing.
+    pub(crate) fn discard(&self) {
+        let (dropped, waker) = {
+            let mut queued = self.lock();
+            let (close, dropped): (VecDeque<_>, VecDeque<_>) = std::mem::take(&mut queued.commands)
+                .into_iter()
+                .partition(|c| matches!(c, WriterCmd::Close(..)));
+            queued.commands = close;
+            (dropped, queued.waker.take())
+        };
+        drop(dropped);
+        self.0.discard.store(true, Ordering::Release);
+        if let Some(waker) = waker {
+            waker.wake();
+        }
+    }
+
+    /// Whether the hub dropped what is queued since the last call.
+    fn discarded(&self) -> bool {
+        self.0.discard.swap(false, Ordering::AcqRel)
     }
 
     /// Moves everything queued into the empty `into` (swapping the two queues, so that
@@ -553,6 +579,9 @@ where
     fn write(&mut self, cx: &mut Context<'_>) -> io::Result<bool> {
         let mut progress = false;
         loop {
+            if self.queue.discarded() {
+                self.drop_unbegun();
+            }
             let takes_frames = self.peer_close.is_none() && !self.close_sent;
             if self.writing.is_empty() && takes_frames && self.queue.take(&mut self.writing, cx) {
                 progress = true;
@@ -590,6 +619,17 @@ where
             progress = true;
             self.consume(n);
         }
+    }
+
+    /// Drops the frames taken from the queue and not begun (the one being written is
+    /// finished, so that the frames on the wire stay whole); a close stays.
+    fn drop_unbegun(&mut self) {
+        let begun = usize::from(self.written > 0);
+        let mut index = 0;
+        self.writing.retain(|command| {
+            index += 1;
+            index <= begun || matches!(command, WriterCmd::Close(..))
+        });
     }
 
     /// Hands the hub's close frame to tungstenite (its encoding, and its state machine then

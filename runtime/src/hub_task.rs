@@ -286,6 +286,12 @@ impl<R: Runtime> HubTask<R> {
                     tracing::debug!(%conn, %code, reason, "closing connection");
                     (conn, WriterCmd::Close(code, reason))
                 }
+                Output::Discard { conn } => {
+                    if let Some(entry) = self.conns.get(&conn) {
+                        entry.queue.discard();
+                    }
+                    continue;
+                }
                 Output::Abort { conn } => {
                     tracing::debug!(%conn, "aborting connection: its close did not finish in time");
                     if let Some(entry) = self.conns.remove(&conn) {

@@ -8,7 +8,7 @@
 //! (`+1500ms send c1 heartbeat 3`), so tests read like timelines and two runs of the same
 //! history can be compared line by line.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::fmt::Write as _;
 use std::time::{Duration, Instant};
 
@@ -50,6 +50,8 @@ pub struct Sim {
     /// Heartbeat ticks seen: each tick's one frame (the shared allocation), in order of first
     /// appearance.
     pub heartbeats: Vec<Bytes>,
+    /// The largest frame the hub has sent.
+    pub largest_frame: usize,
     /// The wall-clock time of `start`, for the timestamps of the log's events.
     wall: OffsetDateTime,
 }
@@ -79,9 +81,9 @@ pub struct Client {
     pub accepted_at: Option<Instant>,
     /// The hub's head when it was accepted.
     pub accepted_head: Option<EventId>,
-    /// Bytes of frames written to the socket but not yet flushed by the client, in order; a
-    /// ping is 0 bytes.
-    pub unflushed: VecDeque<usize>,
+    /// Frames written to the socket but not yet flushed by the client, in order; a ping is
+    /// empty.
+    pub unflushed: VecDeque<Bytes>,
 }
 
 /// A frame a client received, decoded.
@@ -162,6 +164,7 @@ impl Sim {
             violations: Vec::new(),
             auto_flush: true,
             heartbeats: Vec::new(),
+            largest_frame: 0,
         }
     }
 
@@ -346,7 +349,7 @@ impl Sim {
             return;
         }
         let frames = client.unflushed.len();
-        let bytes = client.unflushed.drain(..).sum();
+        let bytes = client.unflushed.drain(..).map(|f| f.len()).sum();
         self.hub.handle_input(
             self.now,
             Input::Flushed {
@@ -403,7 +406,7 @@ impl Sim {
             for conn in readers {
                 let client = self.clients.get_mut(&conn).expect("listed");
                 let frames = client.unflushed.len();
-                let bytes = client.unflushed.drain(..).sum();
+                let bytes = client.unflushed.drain(..).map(|f| f.len()).sum();
                 self.hub.handle_input(
                     self.now,
                     Input::Flushed {
@@ -414,6 +417,19 @@ impl Sim {
                 );
             }
         }
+    }
+
+    /// Bytes of the distinct frames the clients' writers hold: a frame sent to several of
+    /// them (one allocation) counts once. What the hub's `queued_bytes` should say.
+    pub fn queued_bytes(&self) -> usize {
+        let held: BTreeSet<(usize, usize)> = self
+            .clients
+            .values()
+            .filter(|c| !c.removed)
+            .flat_map(|c| c.unflushed.iter())
+            .map(|f| (f.as_ptr() as usize, f.len()))
+            .collect();
+        held.iter().map(|(_, len)| len).sum()
     }
 
     /// Lines of the transcript, joined.
@@ -436,6 +452,7 @@ impl Sim {
         let conn = match &output {
             Output::Send { conn, .. }
             | Output::Ping { conn }
+            | Output::Discard { conn }
             | Output::Close { conn, .. }
             | Output::Abort { conn } => *conn,
             other => {
@@ -450,7 +467,10 @@ impl Sim {
             ));
             return;
         };
-        if client.removed || (client.closed.is_some() && !matches!(output, Output::Abort { .. })) {
+        // Once closed, a connection may still have its queue dropped (the global budget) or be
+        // aborted; nothing else.
+        let after_close = matches!(output, Output::Abort { .. } | Output::Discard { .. });
+        if client.removed || (client.closed.is_some() && !after_close) {
             self.violations
                 .push(format!("output after close or removal: {output:?}"));
         }
@@ -458,7 +478,8 @@ impl Sim {
         let mut answer_ping = false;
         match output {
             Output::Send { frame, .. } => {
-                client.unflushed.push_back(frame.len());
+                self.largest_frame = self.largest_frame.max(frame.len());
+                client.unflushed.push_back(frame.clone());
                 match decode(&frame) {
                     Ok(decoded) => {
                         if let Some(broken) = stream_order(client, &decoded) {
@@ -486,10 +507,15 @@ impl Sim {
                 }
             }
             Output::Ping { .. } => {
-                client.unflushed.push_back(0);
+                client.unflushed.push_back(Bytes::new());
                 client.pings += 1;
                 answer_ping = client.responsive && !client.stalled;
                 let _ = write!(line, "ping {conn}");
+            }
+            Output::Discard { .. } => {
+                // The writer drops what it has not begun; in the model nothing is half-written.
+                client.unflushed.clear();
+                let _ = write!(line, "discard {conn}");
             }
             Output::Close { code, reason, .. } => {
                 client.closed = Some((code, reason.to_owned()));
