@@ -40,6 +40,9 @@ pub(crate) const SLACK: usize = 4;
 /// Frames past the limit that [`SendQueue::push_extra`] allows.
 const EXTRA: usize = 2;
 
+/// The storage (in frames) a queue keeps when it empties: a burst's is given back.
+const KEPT_SLOTS: usize = 4;
+
 /// A connection's queue limits, from the configuration.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Limits {
@@ -103,6 +106,18 @@ impl SendQueue {
         fits
     }
 
+    /// As [`SendQueue::try_push`] for a frame being queued to many connections at once: counts
+    /// it in this queue only; the caller adds all its new holders with
+    /// [`Queued::add_holders`] afterwards, once for the frame rather than once per queue.
+    pub(crate) fn try_push_shared(&mut self, key: FrameKey, len: usize, limits: Limits) -> bool {
+        let fits =
+            self.frames < limits.frames && (self.frames == 0 || self.bytes + len <= limits.bytes);
+        if fits {
+            self.hold(key, len);
+        }
+        fits
+    }
+
     /// Counts a frame the client did not ask for and must not lose its connection over (a
     /// Ping, an in-band `resync_required`) if fewer than two are past the limit (slack slots
     /// 1 and 2); `false`: the queue is too far behind for it.
@@ -133,7 +148,9 @@ impl SendQueue {
             self.bytes -= len;
             queued.remove(key, len);
         }
-        if self.held.is_empty() {
+        // An idle queue keeps a little storage (a heartbeat and its Ping need 2 slots), not
+        // what a burst needed.
+        if self.held.is_empty() && self.held.capacity() > KEPT_SLOTS {
             self.held = VecDeque::new();
         }
     }
@@ -147,10 +164,14 @@ impl SendQueue {
     }
 
     fn count(&mut self, key: FrameKey, len: usize, queued: &mut Queued) {
+        self.hold(key, len);
+        queued.add_holders(key, len, 1);
+    }
+
+    fn hold(&mut self, key: FrameKey, len: usize) {
         self.frames += 1;
         self.bytes += len;
         self.held.push_back((key, len));
-        queued.add(key, len);
     }
 }
 
@@ -160,7 +181,10 @@ pub(crate) struct Queued {
     max: usize,
     /// Bytes of the distinct frames held.
     total: usize,
-    /// Frames that several queues may share, with how many queues hold each.
+    /// The shared frame queued last, with its holders: kept out of `shared`, as most
+    /// flushes are of it (a fan-out queues one frame to everybody, who write it soon after).
+    newest: Option<(FrameKey, Holders)>,
+    /// The other shared frames still held, with how many queues hold each.
     shared: BTreeMap<FrameKey, Holders>,
 }
 
@@ -175,6 +199,7 @@ impl Queued {
         Queued {
             max: config.max_queued_bytes(),
             total: 0,
+            newest: None,
             shared: BTreeMap::new(),
         }
     }
@@ -187,10 +212,15 @@ impl Queued {
     /// What queueing the frame `key` of `len` bytes would add to the total: nothing if some
     /// queue already holds it.
     pub(crate) fn cost(&self, key: FrameKey, len: usize) -> usize {
-        match key {
-            FrameKey::Own => len,
-            shared if self.shared.contains_key(&shared) => 0,
-            _ => len,
+        let held = match &self.newest {
+            _ if key == FrameKey::Own => false,
+            Some((newest, holders)) if *newest == key => holders.count > 0,
+            _ => self.shared.contains_key(&key),
+        };
+        if held {
+            0
+        } else {
+            len
         }
     }
 
@@ -200,16 +230,34 @@ impl Queued {
         more == 0 || self.total == 0 || self.total + more <= self.max
     }
 
-    fn add(&mut self, key: FrameKey, len: usize) {
-        if key == FrameKey::Own {
-            self.total += len;
+    /// `count` more queues hold the frame `key` of `len` bytes.
+    pub(crate) fn add_holders(&mut self, key: FrameKey, len: usize, count: usize) {
+        if count == 0 {
             return;
         }
-        let holders = self.shared.entry(key).or_insert(Holders { count: 0, len });
+        if key == FrameKey::Own {
+            self.total += len * count;
+            return;
+        }
+        let holders = match &mut self.newest {
+            Some((newest, holders)) if *newest == key => holders,
+            newest => {
+                // The frame queued last before this one moves to the map if still held; this
+                // one becomes the newest (from the map, if it was held already).
+                if let Some((older, holders)) = newest.take().filter(|(_, h)| h.count > 0) {
+                    self.shared.insert(older, holders);
+                }
+                let holders = self
+                    .shared
+                    .remove(&key)
+                    .unwrap_or(Holders { count: 0, len });
+                &mut newest.insert((key, holders)).1
+            }
+        };
         if holders.count == 0 {
             self.total += len;
         }
-        holders.count += 1;
+        holders.count += count;
     }
 
     fn remove(&mut self, key: FrameKey, len: usize) {
@@ -217,14 +265,22 @@ impl Queued {
             self.total -= len;
             return;
         }
-        let Some(holders) = self.shared.get_mut(&key) else {
-            debug_assert!(false, "a shared frame nobody holds: {key:?}");
-            return;
+        let holders = match &mut self.newest {
+            Some((newest, holders)) if *newest == key => holders,
+            _ => match self.shared.get_mut(&key) {
+                Some(holders) => holders,
+                None => {
+                    debug_assert!(false, "a shared frame nobody holds: {key:?}");
+                    return;
+                }
+            },
         };
         holders.count -= 1;
         if holders.count == 0 {
             self.total -= holders.len;
-            self.shared.remove(&key);
+            if self.newest.is_none_or(|(newest, _)| newest != key) {
+                self.shared.remove(&key);
+            }
         }
     }
 }

@@ -132,6 +132,7 @@ impl Hub {
         self.make_room(self.queued.cost(key, frame.len()));
         let mut slow = Vec::new();
         let mut catching_up = Vec::new();
+        let mut holders = 0;
         for (&conn_id, conn) in self.conns.iter_mut() {
             if !conn.is_open() {
                 continue;
@@ -140,10 +141,8 @@ impl Hub {
                 catching_up.push(conn_id);
             } else if !conn.filter.matches(name) {
                 continue;
-            } else if conn
-                .queue
-                .try_push(key, frame.len(), self.limits, &mut self.queued)
-            {
+            } else if conn.queue.try_push_shared(key, frame.len(), self.limits) {
+                holders += 1;
                 conn.last_sent = Some(id);
                 self.outputs.push_back(Output::Send {
                     conn: conn_id,
@@ -153,6 +152,7 @@ impl Hub {
                 slow.push(conn_id);
             }
         }
+        self.queued.add_holders(key, frame.len(), holders);
         for conn in slow {
             self.close(conn, CloseCause::SlowConsumer);
         }

@@ -58,11 +58,13 @@ impl Hub {
         let mut slow = Vec::new();
         let mut catching_up = Vec::new();
         let (limits, queued) = (self.limits, &mut self.queued);
+        let mut holders = 0;
         for (&id, conn) in self.conns.iter_mut().filter(|(_, c)| c.is_open()) {
             if let Some(catch_up) = &mut conn.catch_up {
                 catch_up.heartbeat = Some((head.seq, frame.clone(), key));
                 catching_up.push(id);
-            } else if conn.queue.try_push(key, frame.len(), limits, queued) {
+            } else if conn.queue.try_push_shared(key, frame.len(), limits) {
+                holders += 1;
                 conn.last_sent = Some(head);
                 self.outputs.push_back(Output::Send {
                     conn: id,
@@ -76,6 +78,7 @@ impl Hub {
                 self.outputs.push_back(Output::Ping { conn: id });
             }
         }
+        queued.add_holders(key, frame.len(), holders);
         for id in slow {
             self.close(id, CloseCause::SlowConsumer);
         }
