@@ -31,7 +31,6 @@
 use std::collections::{BTreeMap, VecDeque};
 
 use crate::config::HubConfig;
-use crate::event::Seq;
 
 /// Outputs one connection can have beyond `send_queue_frames`: two extra frames (pings, an
 /// in-band resync), the shutdown notice and the close (see the module's table).
@@ -66,11 +65,8 @@ pub(crate) enum FrameKey {
     /// A frame made for this connection alone: a control frame, a Ping, a shutdown notice
     /// naming the connection's own place in the stream.
     Own,
-    /// An event: the hub's `run`-th epoch (counted from 0 at start, one more at each new
-    /// epoch, so that a seq is never reused), and its seq. One frame, whether live or replayed.
-    Event(u32, Seq),
-    /// Another frame made once for many connections (a heartbeat tick, the shutdown notice):
-    /// the hub's n-th.
+    /// A frame made once for many connections (an event, live or replayed; a heartbeat tick;
+    /// the shutdown notice): the n-th such frame, numbered by [`Queued::new_frame`].
     Shared(u64),
 }
 
@@ -176,17 +172,27 @@ impl SendQueue {
 }
 
 /// What all the queues hold together, each frame once (see the module docs).
+///
+/// Shared frames are numbered in the order they are made, and most are written soon after:
+/// their holder counts live in a window indexed by number, from the oldest frame still held
+/// (or not yet given out) on. A frame that stays held while [`WINDOW`] newer ones are made
+/// moves to a map, and so does one that is queued again after leaving the window (a replayed
+/// event, a heartbeat a catching-up client gets late).
 #[derive(Debug)]
 pub(crate) struct Queued {
     max: usize,
     /// Bytes of the distinct frames held.
     total: usize,
-    /// The shared frame queued last, with its holders: kept out of `shared`, as most
-    /// flushes are of it (a fan-out queues one frame to everybody, who write it soon after).
-    newest: Option<(FrameKey, Holders)>,
-    /// The other shared frames still held, with how many queues hold each.
-    shared: BTreeMap<FrameKey, Holders>,
+    /// The number of the first frame in `window`.
+    base: u64,
+    /// Holders of frames `base..`, one entry per number.
+    window: VecDeque<Holders>,
+    /// Holders of frames older than `base` that are still held.
+    old: BTreeMap<u64, Holders>,
 }
+
+/// The most shared frames [`Queued`] indexes directly (16 bytes each).
+const WINDOW: usize = 1024;
 
 #[derive(Debug, Clone, Copy)]
 struct Holders {
@@ -199,8 +205,9 @@ impl Queued {
         Queued {
             max: config.max_queued_bytes(),
             total: 0,
-            newest: None,
-            shared: BTreeMap::new(),
+            base: 0,
+            window: VecDeque::new(),
+            old: BTreeMap::new(),
         }
     }
 
@@ -209,13 +216,29 @@ impl Queued {
         self.total
     }
 
+    /// A key for a new frame of `len` bytes made once for many connections.
+    pub(crate) fn new_frame(&mut self, len: usize) -> FrameKey {
+        let number = self.base + self.window.len() as u64;
+        self.window.push_back(Holders { count: 0, len });
+        while self.window.len() > WINDOW {
+            let front = self.window.pop_front().expect("longer than the window");
+            if front.count > 0 {
+                self.old.insert(self.base, front);
+            }
+            self.base += 1;
+        }
+        FrameKey::Shared(number)
+    }
+
     /// What queueing the frame `key` of `len` bytes would add to the total: nothing if some
     /// queue already holds it.
     pub(crate) fn cost(&self, key: FrameKey, len: usize) -> usize {
-        let held = match &self.newest {
-            _ if key == FrameKey::Own => false,
-            Some((newest, holders)) if *newest == key => holders.count > 0,
-            _ => self.shared.contains_key(&key),
+        let held = match key {
+            FrameKey::Own => false,
+            FrameKey::Shared(n) => match n.checked_sub(self.base) {
+                Some(at) => self.window.get(at as usize).is_some_and(|h| h.count > 0),
+                None => self.old.contains_key(&n),
+            },
         };
         if held {
             0
@@ -235,24 +258,20 @@ impl Queued {
         if count == 0 {
             return;
         }
-        if key == FrameKey::Own {
-            self.total += len * count;
-            return;
-        }
-        let holders = match &mut self.newest {
-            Some((newest, holders)) if *newest == key => holders,
-            newest => {
-                // The frame queued last before this one moves to the map if still held; this
-                // one becomes the newest (from the map, if it was held already).
-                if let Some((older, holders)) = newest.take().filter(|(_, h)| h.count > 0) {
-                    self.shared.insert(older, holders);
-                }
-                let holders = self
-                    .shared
-                    .remove(&key)
-                    .unwrap_or(Holders { count: 0, len });
-                &mut newest.insert((key, holders)).1
+        let n = match key {
+            FrameKey::Own => {
+                self.total += len * count;
+                return;
             }
+            FrameKey::Shared(n) => n,
+        };
+        let holders = match n.checked_sub(self.base) {
+            Some(at) if (at as usize) < self.window.len() => &mut self.window[at as usize],
+            Some(_) => {
+                debug_assert!(false, "frame {n} was never numbered");
+                return;
+            }
+            None => self.old.entry(n).or_insert(Holders { count: 0, len }),
         };
         if holders.count == 0 {
             self.total += len;
@@ -261,26 +280,33 @@ impl Queued {
     }
 
     fn remove(&mut self, key: FrameKey, len: usize) {
-        if key == FrameKey::Own {
-            self.total -= len;
+        let n = match key {
+            FrameKey::Own => {
+                self.total -= len;
+                return;
+            }
+            FrameKey::Shared(n) => n,
+        };
+        let holders = match n.checked_sub(self.base) {
+            Some(at) => self.window.get_mut(at as usize),
+            None => self.old.get_mut(&n),
+        };
+        let Some(holders) = holders.filter(|h| h.count > 0) else {
+            debug_assert!(false, "a shared frame nobody holds: {n}");
             return;
-        }
-        let holders = match &mut self.newest {
-            Some((newest, holders)) if *newest == key => holders,
-            _ => match self.shared.get_mut(&key) {
-                Some(holders) => holders,
-                None => {
-                    debug_assert!(false, "a shared frame nobody holds: {key:?}");
-                    return;
-                }
-            },
         };
         holders.count -= 1;
-        if holders.count == 0 {
-            self.total -= holders.len;
-            if self.newest.is_none_or(|(newest, _)| newest != key) {
-                self.shared.remove(&key);
-            }
+        if holders.count > 0 {
+            return;
+        }
+        self.total -= holders.len;
+        if n < self.base {
+            self.old.remove(&n);
+        }
+        // The window starts at the oldest frame still held (or not queued yet).
+        while self.window.len() > 1 && self.window.front().is_some_and(|h| h.count == 0) {
+            self.window.pop_front();
+            self.base += 1;
         }
     }
 }
@@ -337,7 +363,7 @@ mod tests {
         let config = config(15);
         let (limits, mut queued) = (Limits::new(&config), Queued::new(&config));
         let (mut a, mut b) = (SendQueue::default(), SendQueue::default());
-        let event = FrameKey::Event(0, Seq(1));
+        let event = queued.new_frame(10);
         assert_eq!(queued.cost(event, 10), 10);
         assert!(a.try_push(event, 10, limits, &mut queued));
         assert_eq!(queued.cost(event, 10), 0, "already held");
@@ -349,5 +375,31 @@ mod tests {
         b.flushed(1, &mut queued);
         assert_eq!(queued.total(), 0);
         assert!(queued.fits(100), "an empty budget takes any one frame");
+    }
+
+    #[test]
+    fn a_frame_held_long_leaves_the_window_and_is_still_counted() {
+        let config = config(usize::MAX);
+        let limits = Limits::new(&config);
+        let mut queued = Queued::new(&config);
+        let (mut stuck, mut reader) = (SendQueue::default(), SendQueue::default());
+        let pinned = queued.new_frame(7);
+        assert!(stuck.try_push(pinned, 7, limits, &mut queued));
+        // A frame made now and queued only after many newer ones (a replayed event).
+        let late = queued.new_frame(5);
+        for _ in 0..3 * WINDOW {
+            let key = queued.new_frame(3);
+            assert!(reader.try_push(key, 3, limits, &mut queued));
+            assert_eq!(queued.total(), 10);
+            reader.flushed(1, &mut queued);
+        }
+        assert!(queued.window.len() <= WINDOW && queued.old.len() == 1);
+        assert_eq!(queued.cost(pinned, 7), 0, "still held, out of the window");
+        assert_eq!(queued.cost(late, 5), 5);
+        assert!(reader.try_push(late, 5, limits, &mut queued));
+        assert_eq!(queued.total(), 12);
+        reader.flushed(1, &mut queued);
+        stuck.flushed(1, &mut queued);
+        assert_eq!((queued.total(), queued.old.len()), (0, 0));
     }
 }

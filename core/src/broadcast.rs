@@ -57,7 +57,6 @@ impl Hub {
         let mut resync = None;
         if id.epoch != self.head.epoch {
             self.replay.reset();
-            self.run += 1;
             self.head = EventId::start(id.epoch);
             resync = Some(ResyncReason::UnknownEpoch);
         } else if id.seq <= self.head.seq {
@@ -126,9 +125,9 @@ impl Hub {
     /// buffer in turn.
     fn fan_out(&mut self, event: SequencedEvent) {
         self.metrics.events_published += 1;
-        self.replay.push(self.now, event.clone());
+        let key = self.queued.new_frame(event.frame().len());
+        self.replay.push(self.now, event.clone(), key);
         let (id, name, frame) = (event.id(), event.event_type().as_str(), event.frame());
-        let key = FrameKey::Event(self.run, id.seq);
         self.make_room(self.queued.cost(key, frame.len()));
         let mut slow = Vec::new();
         let mut catching_up = Vec::new();
@@ -185,7 +184,7 @@ impl Hub {
                 }
                 catch_up.heartbeat = Some((named, frame, key));
             }
-            let Some(next) = self.replay.next_after(catch_up.cursor) else {
+            let Some((next, key)) = self.replay.next_after(catch_up.cursor) else {
                 return; // caught up: live delivery from now on
             };
             let (seq, frame) = (next.id().seq, next.frame().clone());
@@ -193,7 +192,6 @@ impl Hub {
                 .conns
                 .get(&id)
                 .is_some_and(|c| c.filter.matches(next.event_type().as_str()));
-            let key = FrameKey::Event(self.run, seq);
             if wanted && !self.try_queue(id, &frame, key, EventId { epoch, seq }) {
                 return self.keep_catching_up(id, catch_up); // more when the writer reports a flush
             }

@@ -53,7 +53,7 @@ impl Hub {
             .sequence(head, self.clock.at(self.now))
             .frame()
             .clone();
-        let key = self.shared_frame();
+        let key = self.queued.new_frame(frame.len());
         self.make_room(frame.len());
         let mut slow = Vec::new();
         let mut catching_up = Vec::new();

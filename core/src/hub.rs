@@ -69,12 +69,6 @@ pub struct Hub {
     pub(crate) limits: Limits,
     /// What all the queues hold together, against `max_queued_bytes`.
     pub(crate) queued: Queued,
-    /// How many times the epoch changed: with a seq, it names an event's one frame
-    /// ([`FrameKey::Event`]).
-    pub(crate) run: u32,
-    /// Frames the hub made once for many connections (heartbeat ticks, the shutdown notice),
-    /// each named by its number ([`FrameKey::Shared`]).
-    pub(crate) shared_frames: u64,
     /// The newest event delivered (`<epoch>-0` before the first): what heartbeats name.
     pub(crate) head: EventId,
     /// The latest `now` seen.
@@ -230,8 +224,6 @@ impl Hub {
             next_heartbeat: Some(now + config.heartbeat_interval()),
             limits: Limits::new(&config),
             queued: Queued::new(&config),
-            run: 0,
-            shared_frames: 0,
             config,
             head: EventId::start(epoch),
             now,
@@ -346,7 +338,8 @@ impl Hub {
             .map(|(id, c)| (*id, c.catch_up.as_ref().map_or(self.head.seq, |c| c.cursor)))
             .collect();
         // Most connections are live and share one notice; one catching up names its own place.
-        let shared = (self.notice_frame(self.head.seq), self.shared_frame());
+        let notice = self.notice_frame(self.head.seq);
+        let shared = (notice.clone(), self.queued.new_frame(notice.len()));
         for (id, position) in open {
             let (frame, key) = if position == self.head.seq {
                 (shared.0.clone(), shared.1)
@@ -653,12 +646,6 @@ impl Hub {
             self.discard(id);
             self.close(id, CloseCause::SlowConsumer);
         }
-    }
-
-    /// A number for a frame made once for many connections.
-    pub(crate) fn shared_frame(&mut self) -> FrameKey {
-        self.shared_frames += 1;
-        FrameKey::Shared(self.shared_frames)
     }
 
     fn abort(&mut self, id: ConnId) {

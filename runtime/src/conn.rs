@@ -217,7 +217,8 @@ impl Outbox {
 
     /// Whether the hub dropped what is queued since the last call.
     fn discarded(&self) -> bool {
-        self.0.discard.swap(false, Ordering::AcqRel)
+        // A load first: this is asked at every write, and a swap is a locked instruction.
+        self.0.discard.load(Ordering::Acquire) && self.0.discard.swap(false, Ordering::AcqRel)
     }
 
     /// Moves everything queued into the empty `into` (swapping the two queues, so that
