@@ -143,11 +143,16 @@ impl Outbox {
         self.0.queued.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Whether reading might find something. The task's waker (not tungstenite's, which
-    /// only tungstenite's own reads register again) is woken when that changes.
-    fn readable(&self, cx: &mut Context<'_>) -> bool {
-        self.0.reader.register(cx.waker());
+    /// Whether reading might find something.
+    fn readable(&self) -> bool {
         self.0.readable.load(Ordering::Acquire)
+    }
+
+    /// After a read found nothing: wake the task (not tungstenite's waker, which only its own
+    /// reads register again) once the socket becomes readable. `false` if it already has.
+    fn watch_reads(&self, cx: &mut Context<'_>) -> bool {
+        self.0.reader.register(cx.waker());
+        !self.readable()
     }
 
     /// Reading must be tried again (tungstenite has a reply to hand over, which it does
@@ -454,7 +459,7 @@ where
             if let Some(end) = self.ended(cx) {
                 return Poll::Ready(end);
             }
-            if self.input.is_none() && !self.stream_ended && self.queue.readable(cx) {
+            if self.input.is_none() && !self.stream_ended && self.queue.readable() {
                 progress |= self.read(cx);
             }
             if !progress {
@@ -536,7 +541,8 @@ where
         let mut progress = false;
         while self.input.is_none() && !self.stream_ended {
             let message = match self.ws.poll_next_unpin(cx) {
-                Poll::Pending => return progress,
+                Poll::Pending if self.queue.watch_reads(cx) => return progress,
+                Poll::Pending => continue, // readable again meanwhile
                 Poll::Ready(message) => message,
             };
             progress = true;
