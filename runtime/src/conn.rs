@@ -121,6 +121,8 @@ struct Queued {
     waker: Option<Waker>,
     /// The connection's task has ended: nothing queued is ever written.
     ended: bool,
+    /// Frames and payload bytes written since the hub task last collected them.
+    flushed: (usize, usize),
 }
 
 impl Outbox {
@@ -131,6 +133,7 @@ impl Outbox {
                 capacity: capacity + 1,
                 waker: None,
                 ended: false,
+                flushed: (0, 0),
             }),
             readable: AtomicBool::new(true),
             reader: AtomicWaker::new(),
@@ -245,6 +248,21 @@ impl Outbox {
         true
     }
 
+    /// Adds frames written for the hub task to collect; `true` if none were waiting yet (the
+    /// connection is then to be listed in [`Flushes`]).
+    fn add_flushed(&self, (frames, bytes): (usize, usize)) -> bool {
+        let mut queued = self.lock();
+        let first = queued.flushed.0 == 0;
+        queued.flushed.0 += frames;
+        queued.flushed.1 += bytes;
+        first
+    }
+
+    /// The hub task's side: the frames and payload bytes written since the last call.
+    pub(crate) fn take_flushed(&self) -> (usize, usize) {
+        std::mem::take(&mut self.lock().flushed)
+    }
+
     /// The connection's task ends: drops what is queued and refuses more.
     fn end(&self) {
         let commands = {
@@ -254,6 +272,58 @@ impl Outbox {
             std::mem::take(&mut queued.commands)
         };
         drop(commands); // outside the lock
+    }
+}
+
+/// Which connections wrote frames since the hub task last looked: each connection's task adds
+/// itself when it writes the first frames the hub has not collected, and wakes the hub task
+/// if the list was empty; the hub task takes the list in one go and collects each
+/// connection's counts from its [`Outbox`]. So a write costs no message through the hub's
+/// channel, and a busy hub task collects the writes of many connections per wake-up.
+#[derive(Default)]
+pub(crate) struct Flushes {
+    wrote: Mutex<Vec<ConnId>>,
+    /// Whether `wrote` has anything: asked before every command the hub task handles.
+    any: AtomicBool,
+    /// The hub task, waiting for writes (among other things).
+    hub: AtomicWaker,
+}
+
+impl Flushes {
+    fn lock(&self) -> MutexGuard<'_, Vec<ConnId>> {
+        // Held only to push or swap; a poisoned lock is still sound.
+        self.wrote.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// `conn` wrote frames the hub has not collected.
+    fn add(&self, conn: ConnId) {
+        let first = {
+            let mut wrote = self.lock();
+            wrote.push(conn);
+            wrote.len() == 1
+        };
+        if first {
+            self.any.store(true, Ordering::Release);
+            self.hub.wake();
+        }
+    }
+
+    /// The hub task's side: the connections that wrote since the last call, into `into`
+    /// (emptied first, so that its storage is reused); `false` if none did.
+    pub(crate) fn take(&self, into: &mut Vec<ConnId>) -> bool {
+        into.clear();
+        if !self.any.load(Ordering::Acquire) {
+            return false;
+        }
+        let mut wrote = self.lock();
+        self.any.store(false, Ordering::Release);
+        std::mem::swap(&mut *wrote, into);
+        !into.is_empty()
+    }
+
+    /// Wakes the hub task when a connection writes.
+    pub(crate) fn register(&self, cx: &mut Context<'_>) {
+        self.hub.register(cx.waker());
     }
 }
 
@@ -383,8 +453,9 @@ where
         writing: VecDeque::new(),
         written: 0,
         commands: hub.commands(),
+        flushes: hub.flushes(),
         input: None,
-        flushed: (0, 0),
+        written_frames: (0, 0),
         peer_close: None,
         closed_by_us: false,
         close_sent: false,
@@ -407,10 +478,12 @@ pub(crate) struct Connection<S> {
     /// Bytes of the front frame already written.
     written: usize,
     commands: mpsc::Sender<Command>,
+    /// Where the hub task learns that this connection wrote frames.
+    flushes: Arc<Flushes>,
     /// An input for the hub, waiting for room in its channel; reading waits meanwhile.
     input: Option<Input>,
-    /// Frames and payload bytes written and not yet reported.
-    flushed: (usize, usize),
+    /// Frames and payload bytes written by the current [`Connection::write`].
+    written_frames: (usize, usize),
     /// The code of the client's close frame, once one arrived.
     peer_close: Option<Option<CloseCode>>,
     /// Whether the hub's close frame went out before the client's arrived: its answer then
@@ -449,7 +522,12 @@ where
                 Ok(reported) => progress |= reported,
                 Err(()) => return Poll::Ready(End::HubGone),
             }
-            match self.write(cx) {
+            let wrote = self.write(cx);
+            let written = std::mem::take(&mut self.written_frames);
+            if written.0 > 0 && self.queue.add_flushed(written) {
+                self.flushes.add(self.conn);
+            }
+            match wrote {
                 Ok(wrote) => progress |= wrote,
                 Err(e) => {
                     tracing::debug!(conn = %self.conn, error = %e, "write failed");
@@ -508,31 +586,22 @@ where
         }
     }
 
-    /// Sends the waiting input, then the flushed frames, if the hub's channel has room.
-    /// `Ok(true)` if something was sent; `Err` if the hub task is gone.
+    /// Sends the waiting input, if the hub's channel has room. `Ok(true)` if it was sent;
+    /// `Err` if the hub task is gone.
     fn report(&mut self, cx: &mut Context<'_>) -> Result<bool, ()> {
-        let mut sent = false;
-        while self.input.is_some() || self.flushed.0 > 0 {
-            match self.commands.poll_ready(cx) {
-                Poll::Ready(Ok(())) => {}
-                Poll::Ready(Err(_)) => return Err(()),
-                Poll::Pending => return Ok(sent),
-            }
-            let input = self.input.take().unwrap_or_else(|| {
-                let (frames, bytes) = std::mem::take(&mut self.flushed);
-                let conn = self.conn;
-                Input::Flushed {
-                    conn,
-                    frames,
-                    bytes,
-                }
-            });
-            if self.commands.start_send(Command::Input(input)).is_err() {
-                return Err(());
-            }
-            sent = true;
+        if self.input.is_none() {
+            return Ok(false);
         }
-        Ok(sent)
+        match self.commands.poll_ready(cx) {
+            Poll::Ready(Ok(())) => {}
+            Poll::Ready(Err(_)) => return Err(()),
+            Poll::Pending => return Ok(false),
+        }
+        let input = self.input.take().expect("checked above");
+        match self.commands.start_send(Command::Input(input)) {
+            Ok(()) => Ok(true),
+            Err(_) => Err(()),
+        }
     }
 
     /// Reads what the client sent, until the socket has nothing more or an input has to wait
@@ -679,8 +748,8 @@ where
             self.written += take;
             n -= take;
             if self.written == frame.wire_len() {
-                self.flushed.0 += 1;
-                self.flushed.1 += frame.payload_len();
+                self.written_frames.0 += 1;
+                self.written_frames.1 += frame.payload_len();
                 self.written = 0;
                 self.writing.pop_front();
             }

@@ -13,7 +13,7 @@ use futures::channel::{mpsc, oneshot};
 use futures::future::{AbortHandle, AbortRegistration};
 use futures::SinkExt;
 
-use crate::conn::{ConnEntry, Outbox};
+use crate::conn::{ConnEntry, Flushes, Outbox};
 use crate::hub_task::Command;
 
 /// A cloneable, `Send + Sync` handle to a running hub task.
@@ -62,6 +62,8 @@ pub(crate) struct Shared {
     head: Mutex<EventId>,
     /// Set when the hub task ended without a shutdown (it panicked).
     dead: AtomicBool,
+    /// Which connections wrote frames the hub task has yet to count.
+    pub(crate) flushes: Arc<Flushes>,
 }
 
 impl Shared {
@@ -72,6 +74,7 @@ impl Shared {
             queue_capacity,
             head: Mutex::new(head),
             dead: AtomicBool::new(false),
+            flushes: Arc::default(),
         }
     }
 
@@ -313,6 +316,11 @@ impl HubHandle {
     /// gone. Pending until [`HubHandle::shutdown`] is called.
     pub async fn finished(&self) {
         self.ask(|reply| Command::WaitFinished { reply }).await;
+    }
+
+    /// Where a connection task tells the hub task it wrote frames.
+    pub(crate) fn flushes(&self) -> Arc<Flushes> {
+        Arc::clone(&self.shared.flushes)
     }
 
     /// A sender of its own for a connection task, so that its inputs are bounded by the

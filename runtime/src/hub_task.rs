@@ -136,6 +136,8 @@ struct HubTask<R: Runtime> {
 /// Why the task woke up.
 enum Wake {
     Command(Command),
+    /// Connections wrote frames: collect how many from their queues.
+    Flushed,
     /// Every sender is gone: no handle and no connection task is left.
     Closed,
     Timer,
@@ -144,8 +146,14 @@ enum Wake {
 impl<R: Runtime> HubTask<R> {
     async fn run(mut self, mut inbox: mpsc::Receiver<Command>) {
         let mut timer: Option<(Instant, Pin<Box<R::Sleep>>)> = None;
+        let flushes = Arc::clone(&self.shared.flushes);
+        let mut wrote = Vec::new();
         loop {
             let wake = poll_fn(|cx| {
+                flushes.register(cx);
+                if flushes.take(&mut wrote) {
+                    return Poll::Ready(Wake::Flushed);
+                }
                 if let Poll::Ready(command) = inbox.poll_next_unpin(cx) {
                     return Poll::Ready(command.map_or(Wake::Closed, Wake::Command));
                 }
@@ -167,11 +175,16 @@ impl<R: Runtime> HubTask<R> {
                     self.hub.set_wall_clock(now, wall);
                     self.sequencer.set_wall_clock(now, wall);
                 }
+                Wake::Flushed => self.flushed(now, &wrote),
                 Wake::Command(command) => {
                     self.handle(now, command);
                     handled = 1;
                     while handled < MAX_COMMANDS_PER_WAKE {
                         let Ok(command) = inbox.try_recv() else { break };
+                        // Writes first, as they came: they make room in the queues.
+                        if flushes.take(&mut wrote) {
+                            self.flushed(now, &wrote);
+                        }
                         self.handle(now, command);
                         handled += 1;
                     }
@@ -242,6 +255,22 @@ impl<R: Runtime> HubTask<R> {
             Command::WaitFinished { reply } => self.finished.push(reply),
         }
         self.drain();
+    }
+
+    /// Collects what these connections wrote from their queues, in one go.
+    fn flushed(&mut self, now: Instant, wrote: &[ConnId]) {
+        for &conn in wrote {
+            let flushed = self.conns.get(&conn).map(|e| e.queue.take_flushed());
+            if let Some((frames @ 1.., bytes)) = flushed {
+                let input = Input::Flushed {
+                    conn,
+                    frames,
+                    bytes,
+                };
+                self.hub.handle_input(now, input);
+                self.drain();
+            }
+        }
     }
 
     fn disconnected(&mut self, now: Instant, conn: ConnId, cause: DisconnectCause) {
