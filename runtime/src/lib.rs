@@ -12,7 +12,8 @@
 //!       admit + register (sync)      Register / Input / Publish / ...         push
 //! handshake ──────────────► HubHandle ───────────────────────────► hub task ──────────► connection queue
 //!                                        (bounded futures mpsc)    owns Hub     (per connection, shared)
-//!   connection task ── Text / Binary / Alive / Violation / Flushed / Disconnected ──►│
+//!   connection task ── Text / Binary / Alive / Violation / Disconnected ──►│
+//!   connection task ── "I wrote": its id on a shared list, its counts in its queue ──►│
 //! ```
 //!
 //! - **Handshakes** are decided in the connection's task by the core's
@@ -27,7 +28,8 @@
 //! - **Per connection**, one task reads the client's frames through tungstenite and turns
 //!   them into core inputs, and writes what the hub queued straight to the socket: each
 //!   frame's header and its payload, shared with every other recipient, in vectored writes;
-//!   then it reports [`Input::Flushed`](ferret_ws_core::Input::Flushed). tungstenite's own
+//!   the hub task collects what it wrote, for many connections in one go, and feeds the core
+//!   [`Input::Flushed`](ferret_ws_core::Input::Flushed). tungstenite's own
 //!   replies (Pong, close frames) go out between two frames, never inside one. The core counts
 //!   what is queued (at most [`Hub::max_queued_outputs`] per connection), so a stalled socket
 //!   stalls only its own connection, and a queue's storage is given back when it drains.
