@@ -1,5 +1,5 @@
-//! Hot paths of the hub: publishing (sequencing, then delivery) to many connections, and
-//! parsing client messages.
+//! Hot paths of the hub: publishing (sequencing, then delivery) to many connections, with
+//! every recipient's writer reporting the frame written, and parsing client messages.
 
 // The simulated clock needs one arbitrary origin; only offsets from it are ever compared.
 #![allow(clippy::disallowed_methods)]
@@ -9,7 +9,8 @@ use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use ferret_ws_core::{
-    parse_client_message, ConnParams, Epoch, Event, EventType, Hub, HubConfig, Sequencer,
+    parse_client_message, ConnParams, Epoch, Event, EventType, Hub, HubConfig, Input, Output,
+    Sequencer,
 };
 use serde_json::json;
 
@@ -18,9 +19,6 @@ fn hub_with(connections: usize) -> (Sequencer, Hub, Instant) {
         .heartbeat_interval(Duration::from_secs(3600))
         .liveness_timeout(Duration::from_secs(7200))
         .max_connections(connections.max(1))
-        // The bench never reports flushes, so let queues grow rather than close anyone.
-        .send_queue_frames(usize::MAX / 2)
-        .send_queue_bytes(usize::MAX / 2)
         .build()
         .expect("valid");
     let now = Instant::now();
@@ -50,8 +48,23 @@ fn publish(c: &mut Criterion) {
                         .with_payload(payload.clone())
                         .with_correlation_id("req-1");
                     let _ = hub.deliver(now, sequencer.sequence(now, event));
+                    let mut sent = Vec::with_capacity(connections);
                     while let Some(output) = hub.poll_output() {
-                        black_box(output);
+                        if let Output::Send { conn, frame } = black_box(output) {
+                            sent.push((conn, frame.len()));
+                        }
+                    }
+                    // Each recipient's writer reports its frame written, as adapters do.
+                    for (conn, bytes) in sent {
+                        let frames = 1;
+                        hub.handle_input(
+                            now,
+                            Input::Flushed {
+                                conn,
+                                frames,
+                                bytes,
+                            },
+                        );
                     }
                 })
             },

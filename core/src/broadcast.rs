@@ -22,6 +22,7 @@ use std::time::Instant;
 
 use serde_json::json;
 
+use crate::backpressure::FrameKey;
 use crate::close::CloseCause;
 use crate::conn::{CatchUp, ConnId};
 use crate::event::{types, Epoch, EventId, Seq, SequencedEvent};
@@ -117,8 +118,15 @@ impl Hub {
             let last = conn.last_sent.map(|id| id.to_string());
             let payload = json!({ "reason": reason.as_str(), "last_event_id": last });
             let frame = self.control_frame(types::RESYNC_REQUIRED, payload);
-            let conn = self.conns.get_mut(&id).expect("listed above");
-            if conn.queue.push_extra(frame.len(), self.limits) {
+            self.make_room(frame.len());
+            let Some(conn) = self.conns.get_mut(&id).filter(|c| c.is_open()) else {
+                continue; // shed to make room
+            };
+            let (len, limits) = (frame.len(), self.limits);
+            if conn
+                .queue
+                .push_extra(FrameKey::Own, len, limits, &mut self.queued)
+            {
                 self.outputs.push_back(Output::Send { conn: id, frame });
             } else {
                 slow.push(id);
@@ -129,14 +137,18 @@ impl Hub {
         }
     }
 
-    /// Buffers the event and queues it to every live connection it matches; connections that
-    /// are catching up take it from the buffer in turn.
+    /// Buffers the event and queues it to every live connection it matches, after making
+    /// room for it in the global budget; connections that are catching up take it from the
+    /// buffer in turn.
     fn fan_out(&mut self, event: SequencedEvent) {
         self.metrics.events_published += 1;
-        self.replay.push(self.now, event.clone());
+        let key = self.queued.new_frame(event.frame().len());
+        self.replay.push(self.now, event.clone(), key);
         let (id, name, frame) = (event.id(), event.event_type().as_str(), event.frame());
+        self.make_room(self.queued.cost(key, frame.len()));
         let mut slow = Vec::new();
         let mut catching_up = Vec::new();
+        let mut holders = 0;
         for (&conn_id, conn) in self.conns.iter_mut() {
             if !conn.is_open() {
                 continue;
@@ -145,10 +157,18 @@ impl Hub {
                 catching_up.push(conn_id);
             } else if !conn.filter.matches(name) {
                 continue;
-            } else if !conn.try_send(conn_id, frame, Some(id), self.limits, &mut self.outputs) {
+            } else if conn.queue.try_push_shared(key, frame.len(), self.limits) {
+                holders += 1;
+                conn.last_sent = Some(id);
+                self.outputs.push_back(Output::Send {
+                    conn: conn_id,
+                    frame: frame.clone(),
+                });
+            } else {
                 slow.push(conn_id);
             }
         }
+        self.queued.add_holders(key, frame.len(), holders);
         for conn in slow {
             self.close(conn, CloseCause::SlowConsumer);
         }
@@ -182,50 +202,76 @@ impl Hub {
             }
             // Events fetched from the log come first, then the buffer's.
             let next = match catch_up.backlog.front() {
-                Some(fetched) => Some(fetched),
+                Some((fetched, key)) => Some((fetched, *key)),
                 None => self.replay.next_after(catch_up.cursor),
             };
-            let next = next.map(|e| {
+            let next = next.map(|(e, key)| {
                 let wanted = self
                     .conns
                     .get(&id)
                     .is_some_and(|c| c.filter.matches(e.event_type().as_str()));
-                (e.id().seq, e.frame().clone(), wanted)
+                (e.id().seq, e.frame().clone(), key, wanted)
             });
             // A heartbeat goes out in its place: once the replay has reached the event it
             // names, or is past it (a hole the log left, told by `resync_required`).
-            if let Some((named, frame)) = catch_up.heartbeat.take() {
+            if let Some((named, frame, key)) = catch_up.heartbeat.take() {
                 let due = catch_up.cursor >= named || next.as_ref().is_none_or(|n| n.0 > named);
                 if due {
                     let at = EventId { epoch, seq: named };
-                    if !self.try_queue(id, &frame, at) {
-                        catch_up.heartbeat = Some((named, frame));
+                    if !self.try_queue(id, &frame, key, at) {
+                        catch_up.heartbeat = Some((named, frame, key));
                         return self.keep_catching_up(id, catch_up);
                     }
                     continue;
                 }
-                catch_up.heartbeat = Some((named, frame));
+                catch_up.heartbeat = Some((named, frame, key));
             }
-            let Some((seq, frame, wanted)) = next else {
+            let Some((seq, frame, key, wanted)) = next else {
                 return; // caught up: live delivery from now on
             };
-            if wanted && !self.try_queue(id, &frame, EventId { epoch, seq }) {
+            if wanted && !self.try_queue(id, &frame, key, EventId { epoch, seq }) {
                 return self.keep_catching_up(id, catch_up); // more when the writer reports a flush
             }
-            if catch_up.backlog.front().is_some_and(|e| e.id().seq == seq) {
+            if catch_up
+                .backlog
+                .front()
+                .is_some_and(|(e, _)| e.id().seq == seq)
+            {
                 catch_up.backlog.pop_front();
             }
             catch_up.cursor = seq;
         }
     }
 
-    /// Queues a replayed frame if the queue has room, without closing anyone: replay is
-    /// paced by the queue and never makes a slow consumer by itself.
-    fn try_queue(&mut self, id: ConnId, frame: &bytes::Bytes, names: EventId) -> bool {
-        let Some(conn) = self.conns.get_mut(&id) else {
+    /// Queues a replayed frame if the queue has room, without closing anyone for it: replay
+    /// is paced by the queue and never makes a slow consumer by itself. The global budget may
+    /// shed others (or this connection) to make room.
+    fn try_queue(
+        &mut self,
+        id: ConnId,
+        frame: &bytes::Bytes,
+        key: FrameKey,
+        names: EventId,
+    ) -> bool {
+        if !self.conns.get(&id).is_some_and(|c| c.is_open()) {
+            return false;
+        }
+        self.make_room(self.queued.cost(key, frame.len()));
+        let Some(conn) = self.conns.get_mut(&id).filter(|c| c.is_open()) else {
             return false;
         };
-        conn.try_send(id, frame, Some(names), self.limits, &mut self.outputs)
+        if !conn
+            .queue
+            .try_push(key, frame.len(), self.limits, &mut self.queued)
+        {
+            return false;
+        }
+        conn.last_sent = Some(names);
+        self.outputs.push_back(Output::Send {
+            conn: id,
+            frame: frame.clone(),
+        });
+        true
     }
 
     /// Asks the log for the events after `after` that the buffer no longer has; replay

@@ -19,6 +19,7 @@ pub struct HubConfig {
     client_burst: u32,
     send_queue_frames: usize,
     send_queue_bytes: usize,
+    max_queued_bytes: usize,
     close_timeout: Duration,
     shutdown_grace: Duration,
     handshake_timeout: Duration,
@@ -42,6 +43,7 @@ impl Default for HubConfig {
             client_burst: 40,
             send_queue_frames: 256,
             send_queue_bytes: 1 << 20,
+            max_queued_bytes: 256 << 20,
             close_timeout: Duration::from_secs(5),
             shutdown_grace: Duration::from_secs(5),
             handshake_timeout: Duration::from_secs(10),
@@ -92,6 +94,10 @@ accessors! {
     /// Bytes queued to one connection before it is a slow consumer, 4008 (default 1 MiB).
     /// One frame always fits in an empty queue, whatever its size.
     send_queue_bytes: usize;
+    /// Bytes queued to all connections together (a frame sent to many counts once) before a
+    /// publish closes the connections with the most queued, 4008, until it fits (default
+    /// 256 MiB). One frame always fits when nothing is queued.
+    max_queued_bytes: usize;
     /// How long a close handshake may take before the socket is aborted (default 5 s).
     close_timeout: Duration;
     /// How long shutdown waits for clients to take their last frames (default 5 s).
@@ -164,6 +170,7 @@ impl HubConfigBuilder {
             ("client_burst", c.client_burst == 0),
             ("send_queue_frames", c.send_queue_frames == 0),
             ("send_queue_bytes", c.send_queue_bytes == 0),
+            ("max_queued_bytes", c.max_queued_bytes == 0),
         ];
         if let Some((name, _)) = positive.iter().find(|(_, zero)| *zero) {
             return Err(ConfigError::Zero(name));
@@ -223,6 +230,7 @@ mod tests {
             (c.send_queue_frames(), c.send_queue_bytes()),
             (256, 1 << 20)
         );
+        assert_eq!(c.max_queued_bytes(), 256 << 20);
         assert_eq!(c.shutdown_grace(), Duration::from_secs(5));
         assert_eq!(c.handshake_timeout(), Duration::from_secs(10));
         assert_eq!(c.allowed_origins(), &OriginPolicy::Own);

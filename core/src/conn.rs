@@ -6,10 +6,9 @@ use bytes::Bytes;
 
 use std::collections::VecDeque;
 
-use crate::backpressure::{Limits, SendQueue};
+use crate::backpressure::{FrameKey, SendQueue};
 use crate::event::{EventId, Seq};
 use crate::filter::TypeFilter;
-use crate::hub::Output;
 
 /// A connection's id: assigned by [`crate::Hub::accept`] in increasing order, never reused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -30,6 +29,9 @@ pub(crate) struct Conn {
     pub(crate) closing: Option<Instant>,
     /// What the adapter holds for it, unwritten.
     pub(crate) queue: SendQueue,
+    /// Set when its queued frames were dropped ([`crate::Output::Discard`]): what the writer
+    /// reports written from then on is no longer counted.
+    pub(crate) discarded: bool,
     /// The id of the last stream frame queued to it (events, heartbeats): where an in-band
     /// `resync_required` says it stopped.
     pub(crate) last_sent: Option<EventId>,
@@ -45,12 +47,13 @@ pub(crate) struct Conn {
 pub(crate) struct CatchUp {
     /// The last event delivered or skipped by the filter.
     pub(crate) cursor: Seq,
-    /// A heartbeat that ticked while catching up, with the seq it names: sent once the
-    /// replay has reached that event, so that it never names one still to come.
-    pub(crate) heartbeat: Option<(Seq, Bytes)>,
+    /// A heartbeat that ticked while catching up, with the seq it names (and which tick's
+    /// frame it is): sent once the replay has reached that event, so that it never names one
+    /// still to come.
+    pub(crate) heartbeat: Option<(Seq, Bytes, FrameKey)>,
     /// Events older than the replay buffer, fetched from the log for this connection
-    /// ([`crate::Output::Fetch`]); replayed before the buffer's.
-    pub(crate) backlog: std::collections::VecDeque<crate::event::SequencedEvent>,
+    /// ([`crate::Output::Fetch`]), each with its frame's key; replayed before the buffer's.
+    pub(crate) backlog: VecDeque<(crate::event::SequencedEvent, FrameKey)>,
     /// The fetch outstanding, `(after, before)`: nothing is replayed until it is answered.
     pub(crate) fetching: Option<(crate::event::EventId, Seq)>,
 }
@@ -73,6 +76,7 @@ impl Conn {
             last_life: now,
             closing: None,
             queue: SendQueue::default(),
+            discarded: false,
             last_sent: None,
             catch_up: None,
             rate: RateLimiter { next_free: now },
@@ -81,31 +85,6 @@ impl Conn {
 
     pub(crate) fn is_open(&self) -> bool {
         self.closing.is_none()
-    }
-
-    /// The one rule for sending a frame: if the queue has room ([`SendQueue::try_push`]),
-    /// count it, note the stream position it names (events, heartbeats), and hand it to the
-    /// adapter. `false`: no room, nothing sent (the caller decides: a slow consumer, or
-    /// replay that waits for a flush).
-    pub(crate) fn try_send(
-        &mut self,
-        id: ConnId,
-        frame: &Bytes,
-        names: Option<EventId>,
-        limits: Limits,
-        outputs: &mut VecDeque<Output>,
-    ) -> bool {
-        if !self.queue.try_push(frame, limits) {
-            return false;
-        }
-        if names.is_some() {
-            self.last_sent = names;
-        }
-        outputs.push_back(Output::Send {
-            conn: id,
-            frame: frame.clone(),
-        });
-        true
     }
 }
 

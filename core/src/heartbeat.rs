@@ -10,6 +10,7 @@
 //! with 4408, so the close falls within `[timeout, timeout + interval]` of its last sign of
 //! life.
 
+use crate::backpressure::FrameKey;
 use crate::close::CloseCause;
 use crate::conn::ConnId;
 use crate::event::{types, Event, EventType};
@@ -53,20 +54,32 @@ impl Hub {
             .sequence(head, self.clock.at(self.now))
             .frame()
             .clone();
+        let key = self.queued.new_frame(frame.len());
+        self.make_room(frame.len());
         let mut slow = Vec::new();
         let mut catching_up = Vec::new();
+        let (limits, queued) = (self.limits, &mut self.queued);
+        let mut holders = 0;
         for (&id, conn) in self.conns.iter_mut().filter(|(_, c)| c.is_open()) {
             if let Some(catch_up) = &mut conn.catch_up {
-                catch_up.heartbeat = Some((head.seq, frame.clone()));
+                catch_up.heartbeat = Some((head.seq, frame.clone(), key));
                 catching_up.push(id);
-            } else if !conn.try_send(id, &frame, Some(head), self.limits, &mut self.outputs) {
+            } else if conn.queue.try_push_shared(key, frame.len(), limits) {
+                holders += 1;
+                conn.last_sent = Some(head);
+                self.outputs.push_back(Output::Send {
+                    conn: id,
+                    frame: frame.clone(),
+                });
+            } else {
                 slow.push(id);
                 continue;
             }
-            if conn.queue.push_extra(0, self.limits) {
+            if conn.queue.push_extra(FrameKey::Own, 0, limits, queued) {
                 self.outputs.push_back(Output::Ping { conn: id });
             }
         }
+        queued.add_holders(key, frame.len(), holders);
         for id in slow {
             self.close(id, CloseCause::SlowConsumer);
         }

@@ -13,7 +13,7 @@ use bytes::Bytes;
 use serde_json::{json, Map, Value};
 use time::OffsetDateTime;
 
-use crate::backpressure::{Limits, SLACK};
+use crate::backpressure::{FrameKey, Limits, Queued, SLACK};
 use crate::clock::WallClock;
 use crate::close::{CloseCause, CloseCode};
 use crate::config::HubConfig;
@@ -59,11 +59,18 @@ use crate::replay::{ReplayBuffer, ResyncReason};
 ///   (or before a close).
 /// - A connection never has more than [`Hub::max_queued_outputs`] outputs unflushed, as long
 ///   as the adapter reports written frames with [`Input::Flushed`].
-/// - After [`Output::Close`] or [`Output::Abort`] for a connection, no other output names it.
+/// - The frames queued to all connections together, each counted once however many
+///   connections it was sent to, never pass `max_queued_bytes` by more than one frame
+///   (shutdown notices aside): the connections with the most queued are closed with 4008
+///   first ([`Output::Discard`]).
+/// - After [`Output::Close`] for a connection, only [`Output::Discard`] and [`Output::Abort`]
+///   name it; after [`Output::Abort`], nothing does.
 /// - The same calls with the same arguments give the same outputs.
 pub struct Hub {
     pub(crate) config: HubConfig,
     pub(crate) limits: Limits,
+    /// What all the queues hold together, against `max_queued_bytes`.
+    pub(crate) queued: Queued,
     /// The newest event delivered (`<epoch>-0` before the first): what heartbeats name.
     pub(crate) head: EventId,
     /// The latest `now` seen.
@@ -113,13 +120,15 @@ pub enum Input {
         /// What was wrong.
         kind: Violation,
     },
-    /// The writer put this many frames (and bytes) of the connection on the wire.
+    /// The writer put this many frames (and bytes) of the connection on the wire, the oldest
+    /// ones it was given. After an [`Output::Discard`] for the connection, reports of frames
+    /// written before the adapter dropped the rest are counted as sent and change nothing else.
     Flushed {
         /// The connection.
         conn: ConnId,
         /// Frames written, pings included.
         frames: usize,
-        /// Bytes of those frames' payloads.
+        /// Bytes of those frames' payloads (the hub knows them; debug builds check they match).
         bytes: usize,
     },
     /// The log's answer to [`Output::Fetch`]: the events it still holds in that range, oldest
@@ -190,6 +199,15 @@ pub enum Output {
         /// The connection.
         conn: ConnId,
     },
+    /// Drop every frame queued to this connection that the writer has not begun to write (one
+    /// it is writing is finished, so that the frames on the wire stay whole): the hub no longer
+    /// counts them, and reports of frames written from now on only count as sent. A
+    /// [`Output::Close`] follows. Carry it out at once, ahead of what is queued: it is how a
+    /// slow consumer's memory is given back.
+    Discard {
+        /// The connection.
+        conn: ConnId,
+    },
     /// Send a close frame after the frames already queued, then end the connection and
     /// report [`Input::Disconnected`] ([`DisconnectCause::Finished`] once the client
     /// answered).
@@ -232,6 +250,7 @@ impl Hub {
         Hub {
             next_heartbeat: Some(now + config.heartbeat_interval()),
             limits: Limits::new(&config),
+            queued: Queued::new(&config),
             config,
             head: EventId::start(epoch),
             now,
@@ -372,16 +391,17 @@ impl Hub {
             .map(|(id, c)| (*id, c.catch_up.as_ref().map_or(self.head.seq, |c| c.cursor)))
             .collect();
         // Most connections are live and share one notice; one catching up names its own place.
-        let shared = self.notice_frame(self.head.seq);
+        let notice = self.notice_frame(self.head.seq);
+        let shared = (notice.clone(), self.queued.new_frame(notice.len()));
         for (id, position) in open {
-            let frame = if position == self.head.seq {
-                shared.clone()
+            let (frame, key) = if position == self.head.seq {
+                (shared.0.clone(), shared.1)
             } else {
-                self.notice_frame(position)
+                (self.notice_frame(position), FrameKey::Own)
             };
             let conn = self.conns.get_mut(&id).expect("listed above");
             conn.catch_up = None; // the notice goes out now; replay is abandoned
-            conn.queue.push_notice(&frame);
+            conn.queue.push_notice(key, frame.len(), &mut self.queued);
             conn.last_sent = Some(EventId {
                 epoch: self.head.epoch,
                 seq: position,
@@ -456,7 +476,7 @@ impl Hub {
         metrics.replay_buffered = self.replay.fresh_len(now.max(self.now));
         metrics.replay_held = self.replay.len();
         metrics.replay_bytes = self.replay.bytes();
-        metrics.queued_bytes = self.conns.values().map(|c| c.queue.bytes).sum();
+        metrics.queued_bytes = self.queued.total();
         metrics
     }
 
@@ -529,8 +549,17 @@ impl Hub {
             self.metrics.stale_inputs += 1;
             return;
         };
-        conn.queue.flushed(frames, bytes);
         self.metrics.frames_sent += frames as u64;
+        if conn.discarded {
+            return; // written before the adapter dropped the rest: nothing is counted now
+        }
+        let before = conn.queue.bytes;
+        conn.queue.flushed(frames, &mut self.queued);
+        debug_assert!(
+            frames > before || before - conn.queue.bytes == bytes,
+            "{id}: the adapter reported {bytes} bytes for {frames} frames, the hub counted {}",
+            before - conn.queue.bytes
+        );
         if conn.catch_up.is_some() {
             self.pump(id);
         }
@@ -570,9 +599,10 @@ impl Hub {
             }
             started = true;
             next = id.seq.next();
-            catch_up.backlog.push_back(event);
+            let key = self.queued.new_frame(event.frame().len());
+            catch_up.backlog.push_back((event, key));
         }
-        let first = catch_up.backlog.front().map(|e| e.id().seq);
+        let first = catch_up.backlog.front().map(|(e, _)| e.id().seq);
         if first.is_none() {
             // Nothing usable: go on with what the buffer has.
             catch_up.cursor = catch_up.cursor.max(Seq(before.0.saturating_sub(1)));
@@ -591,10 +621,11 @@ impl Hub {
     }
 
     fn on_disconnected(&mut self, id: ConnId, cause: DisconnectCause) {
-        let Some(conn) = self.conns.remove(&id) else {
+        let Some(mut conn) = self.conns.remove(&id) else {
             self.metrics.stale_inputs += 1;
             return;
         };
+        conn.queue.release(&mut self.queued);
         match conn.closing {
             // The hub's own close, counted when it was decided.
             Some(deadline) => {
@@ -618,10 +649,16 @@ impl Hub {
     /// room in its queue is closed as a slow consumer.
     pub(crate) fn send_control(&mut self, id: ConnId, name: &'static str, payload: Value) {
         let frame = self.control_frame(name, payload);
+        self.make_room(frame.len());
         let Some(conn) = self.conns.get_mut(&id).filter(|c| c.is_open()) else {
             return;
         };
-        if !conn.try_send(id, &frame, None, self.limits, &mut self.outputs) {
+        if conn
+            .queue
+            .try_push(FrameKey::Own, frame.len(), self.limits, &mut self.queued)
+        {
+            self.outputs.push_back(Output::Send { conn: id, frame });
+        } else {
             self.close(id, CloseCause::SlowConsumer);
         }
     }
@@ -653,24 +690,30 @@ impl Hub {
     fn send_notice(&mut self, id: ConnId, position: Seq) {
         let frame = self.notice_frame(position);
         if let Some(conn) = self.conns.get_mut(&id) {
-            conn.queue.push_notice(&frame);
+            conn.queue
+                .push_notice(FrameKey::Own, frame.len(), &mut self.queued);
             self.outputs.push_back(Output::Send { conn: id, frame });
         }
         self.close(id, CloseCause::ShuttingDown);
     }
 
     /// Decides a close: the close frame follows what is queued, nothing more is sent, and the
-    /// socket is aborted if the close has not finished by the deadline.
+    /// socket is aborted if the close has not finished by the deadline. A slow consumer's
+    /// queued frames are dropped first: it is not reading them, and it resumes from the last
+    /// event it did read.
     pub(crate) fn close(&mut self, id: ConnId, cause: CloseCause) {
         let deadline = self
             .shutdown_deadline
             .unwrap_or(self.now + self.config.close_timeout());
+        if self.conns.get(&id).is_none_or(|c| c.closing.is_some()) {
+            return;
+        }
+        if cause == CloseCause::SlowConsumer {
+            self.discard(id);
+        }
         let Some(conn) = self.conns.get_mut(&id) else {
             return;
         };
-        if conn.closing.is_some() {
-            return;
-        }
         conn.closing = Some(deadline);
         conn.catch_up = None;
         self.close_deadlines.insert((deadline, id));
@@ -683,8 +726,46 @@ impl Hub {
         });
     }
 
+    /// Drops the frames queued to a connection ([`Output::Discard`]); a no-op once done, or
+    /// with nothing queued.
+    fn discard(&mut self, id: ConnId) {
+        let Some(conn) = self.conns.get_mut(&id) else {
+            return;
+        };
+        if conn.discarded || conn.queue.frames == 0 {
+            return;
+        }
+        conn.queue.release(&mut self.queued);
+        conn.discarded = true;
+        self.outputs.push_back(Output::Discard { conn: id });
+    }
+
+    /// Makes room for `len` more bytes in the queues together (the global budget): while they
+    /// do not fit, the connection with the most bytes queued (the older one of equals) has its
+    /// frames dropped and, if still open, is closed with 4008.
+    pub(crate) fn make_room(&mut self, len: usize) {
+        if self.queued.fits(len) {
+            return;
+        }
+        let mut heaviest: Vec<(usize, ConnId)> = self
+            .conns
+            .iter()
+            .filter(|(_, c)| !c.discarded && c.queue.bytes > 0)
+            .map(|(id, c)| (c.queue.bytes, *id))
+            .collect();
+        heaviest.sort_unstable_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
+        for (_, id) in heaviest {
+            if self.queued.fits(len) {
+                break;
+            }
+            self.discard(id);
+            self.close(id, CloseCause::SlowConsumer);
+        }
+    }
+
     fn abort(&mut self, id: ConnId) {
-        if let Some(conn) = self.conns.remove(&id) {
+        if let Some(mut conn) = self.conns.remove(&id) {
+            conn.queue.release(&mut self.queued);
             if let Some(deadline) = conn.closing {
                 self.close_deadlines.remove(&(deadline, id));
             }

@@ -11,6 +11,7 @@
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
+use crate::backpressure::FrameKey;
 use crate::event::{is_seq_digits, Epoch, EventId, Seq, SequencedEvent};
 
 /// Why a client must refetch state instead of resuming (`resync_required`'s `reason`).
@@ -62,6 +63,9 @@ pub(crate) struct Resume {
 struct Entry {
     event: SequencedEvent,
     at: Instant,
+    /// Which frame the event is, for the queues' accounting: the one every recipient shares,
+    /// live or replayed.
+    key: FrameKey,
 }
 
 /// Recent events for replay.
@@ -92,7 +96,7 @@ impl ReplayBuffer {
 
     /// Stores an event, evicting the oldest to stay within count and bytes. An event that
     /// cannot fit at all empties the buffer and is itself counted as evicted.
-    pub(crate) fn push(&mut self, now: Instant, event: SequencedEvent) {
+    pub(crate) fn push(&mut self, now: Instant, event: SequencedEvent, key: FrameKey) {
         let size = event.frame().len();
         if self.max_len == 0 || size > self.max_bytes {
             while self.evict_front() {}
@@ -103,7 +107,11 @@ impl ReplayBuffer {
             self.evict_front();
         }
         self.bytes += size;
-        self.entries.push_back(Entry { event, at: now });
+        self.entries.push_back(Entry {
+            event,
+            at: now,
+            key,
+        });
     }
 
     /// Drops events older than the TTL.
@@ -191,10 +199,10 @@ impl ReplayBuffer {
         self.entries.front().map(|e| e.event.id().seq)
     }
 
-    /// The oldest buffered event after `seq`.
-    pub(crate) fn next_after(&self, seq: Seq) -> Option<&SequencedEvent> {
+    /// The oldest buffered event after `seq`, with its frame's key.
+    pub(crate) fn next_after(&self, seq: Seq) -> Option<(&SequencedEvent, FrameKey)> {
         let index = self.entries.partition_point(|e| e.event.id().seq <= seq);
-        self.entries.get(index).map(|e| &e.event)
+        self.entries.get(index).map(|e| (&e.event, e.key))
     }
 
     /// How many events are buffered (some may be past their TTL until the next prune).

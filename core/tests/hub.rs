@@ -553,6 +553,116 @@ fn the_byte_limit_counts_too_but_one_big_frame_always_fits() {
     assert_eq!(close_code(&sim, conn), Some(4008));
 }
 
+#[test]
+fn a_slow_consumers_queue_is_dropped_with_its_close() {
+    let mut sim = sim(config().send_queue_frames(4));
+    let slow = sim.connect("");
+    sim.stall(slow, true);
+    for _ in 0..5 {
+        sim.publish("e", None);
+    }
+    assert_eq!(close_code(&sim, slow), Some(4008));
+    assert_eq!(
+        sim.hub.queued(slow),
+        Some((0, 0)),
+        "nothing is counted any more"
+    );
+    assert_eq!(sim.hub.metrics(sim.now).queued_bytes, 0);
+    let tail: Vec<&String> = sim.transcript.iter().rev().take(2).collect();
+    assert!(tail[1].ends_with(&format!("discard {slow}")), "{tail:?}");
+    assert!(tail[0].contains(&format!("close {slow} 4008")), "{tail:?}");
+    // What the writer still reports (frames it wrote before dropping the rest) changes nothing.
+    sim.input(Input::Flushed {
+        conn: slow,
+        frames: 2,
+        bytes: 10,
+    });
+    assert_eq!(sim.hub.queued(slow), Some((0, 0)));
+    sim.assert_clean();
+}
+
+/// The length of the frame of event `seq` (1 to 9) with `payload`, as the hub encodes it.
+fn frame_len(payload: &serde_json::Value) -> usize {
+    let mut sim = sim(config());
+    let conn = sim.connect("");
+    sim.publish("e", Some(payload.clone()));
+    sim.clients[&conn].frames[0].raw.len()
+}
+
+#[test]
+fn the_global_budget_sheds_the_heaviest_consumer_first() {
+    let payload = json!({ "pad": "x".repeat(200) });
+    let len = frame_len(&payload);
+    // Room for three events queued together, whoever holds them.
+    let mut sim = sim(config().max_queued_bytes(3 * len + len / 2));
+    let (heavy, light, reader) = (sim.connect(""), sim.connect(""), sim.connect(""));
+    sim.stall(heavy, true);
+    sim.publish("e", Some(payload.clone()));
+    sim.publish("e", Some(payload.clone()));
+    sim.stall(light, true);
+    sim.publish("e", Some(payload.clone()));
+    // heavy holds events 1 to 3, light event 3: each frame counts once.
+    assert_eq!(sim.hub.queued(heavy), Some((3, 3 * len)));
+    assert_eq!(sim.hub.queued(light), Some((1, len)));
+    assert_eq!(sim.hub.metrics(sim.now).queued_bytes, 3 * len);
+    assert_eq!(close_code(&sim, heavy), None);
+
+    // A fourth does not fit: the heaviest consumer goes, and its frames with it.
+    sim.publish("e", Some(payload.clone()));
+    assert_eq!(close_code(&sim, heavy), Some(4008));
+    assert_eq!(close_code(&sim, light), None);
+    assert_eq!(sim.clients[&light].event_seqs(), [1, 2, 3, 4]);
+    assert_eq!(
+        sim.hub.metrics(sim.now).queued_bytes,
+        2 * len,
+        "events 3 and 4"
+    );
+    let shed = sim
+        .transcript
+        .iter()
+        .position(|l| l.ends_with(&format!("discard {heavy}")))
+        .expect("heavy's queue was dropped");
+    assert!(sim.transcript[shed + 1].contains(&format!("close {heavy} 4008")));
+    assert!(
+        sim.transcript[shed - 1].contains("publish e 4"),
+        "at the publish"
+    );
+
+    // light fills up in turn; the reader never notices.
+    sim.publish("e", Some(payload.clone()));
+    sim.publish("e", Some(payload.clone()));
+    assert_eq!(close_code(&sim, light), Some(4008));
+    assert_eq!(sim.clients[&reader].event_seqs(), [1, 2, 3, 4, 5, 6]);
+    assert_eq!(close_code(&sim, reader), None);
+    assert_eq!(sim.hub.metrics(sim.now).queued_bytes, 0);
+    sim.assert_clean();
+}
+
+#[test]
+fn one_frame_larger_than_the_budget_still_reaches_an_idle_client() {
+    let mut sim = sim(config().max_queued_bytes(100));
+    let conns: Vec<ConnId> = (0..3).map(|_| sim.connect("")).collect();
+    for conn in &conns {
+        sim.stall(*conn, true);
+    }
+    sim.publish("big", Some(json!({ "pad": "x".repeat(1000) })));
+    for conn in &conns {
+        assert_eq!(
+            close_code(&sim, *conn),
+            None,
+            "one shared frame, nothing queued before"
+        );
+        assert_eq!(sim.clients[conn].event_seqs(), [1]);
+    }
+    // The next does not fit beside it: every holder of the first goes.
+    sim.publish("small", None);
+    for conn in &conns {
+        assert_eq!(close_code(&sim, *conn), Some(4008));
+    }
+    assert_eq!(sim.hub.metrics(sim.now).queued_bytes, 0);
+    sim.assert_clean();
+}
+
 // ---- shutdown ----------------------------------------------------------------------------
 
 #[test]

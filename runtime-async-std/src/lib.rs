@@ -90,8 +90,8 @@ pub fn start_with_epoch(config: HubConfig, epoch: Epoch) -> HubHandle {
 /// ([`HubHandle::shutdown`]), then returns.
 ///
 /// Each connection gets the handshake (HTTP 403/429/503 before upgrading, 4400/4401 as a
-/// close frame after it; an accepted one is registered before its 101), then a reader and a
-/// writer task.
+/// close frame after it; an accepted one is registered before its 101), then one task that
+/// reads and writes it.
 pub async fn serve(listener: TcpListener, hub: HubHandle) -> io::Result<()> {
     let port = listener.local_addr()?.port();
     let incoming = futures::stream::unfold(listener, |listener| async move {
@@ -118,8 +118,7 @@ where
 /// that [`HubHandle::admit`] gave for its request.
 ///
 /// For [`Admission::Reject`] it sends the close frame and ends; for [`Admission::Accept`] it
-/// registers the connection and runs its reader (in this task) and writer (spawned) until
-/// the connection ends.
+/// registers the connection and serves it in this task until it ends.
 pub async fn serve_upgraded<S>(hub: &HubHandle, stream: S, admission: Admission)
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,

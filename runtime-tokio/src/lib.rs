@@ -1,7 +1,7 @@
 //! ferret-ws on tokio: serve real WebSocket clients with the sans-IO hub of
 //! [`ferret_ws_core`].
 //!
-//! All the async glue (hub task, per-connection reader and writer, handshake) lives in
+//! All the async glue (hub task, the task of each connection, handshake) lives in
 //! [`ferret_ws_runtime`], shared with `ferret-ws-async-std` and re-exported here; this crate
 //! only supplies what tokio does differently: spawning, the clock and timers ([`Tokio`]),
 //! and its TCP and IO types.
@@ -48,11 +48,12 @@
 #![warn(missing_docs)]
 
 use std::future::Future;
-use std::io;
+use std::io::{self, IoSlice};
+use std::pin::Pin;
+use std::task::{Context, Poll};
 use std::time::Instant;
 
-use async_tungstenite::tokio::TokioAdapter;
-use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpListener;
 
 pub use ferret_ws_core as core;
@@ -113,15 +114,15 @@ pub fn start_external(
 /// ([`HubHandle::shutdown`]), then returns.
 ///
 /// Each connection gets the handshake (HTTP 403/429/503 before upgrading, 4400/4401 as a
-/// close frame after it; an accepted one is registered before its 101), then a reader and a
-/// writer task.
+/// close frame after it; an accepted one is registered before its 101), then one task that
+/// reads and writes it.
 pub async fn serve(listener: TcpListener, hub: HubHandle) -> io::Result<()> {
     let port = listener.local_addr()?.port();
     let incoming = futures::stream::unfold(listener, |listener| async move {
         let accepted = listener.accept().await.map(|(stream, peer)| {
             // Small frames must not wait for Nagle's algorithm; failing to set it is harmless.
             let _ = stream.set_nodelay(true);
-            (TokioAdapter::new(stream), Some(peer.ip()))
+            (Io(stream), Some(peer.ip()))
         });
         Some((accepted, listener))
     });
@@ -130,13 +131,12 @@ pub async fn serve(listener: TcpListener, hub: HubHandle) -> io::Result<()> {
 
 /// Serves a connection that a host framework has already upgraded (for axum:
 /// `hyper_util::rt::TokioIo<hyper::upgrade::Upgraded>`) after it [registered](HubHandle::register)
-/// the connection, before sending the 101. Runs its reader (in this task) and writer
-/// (spawned) until the connection ends.
+/// the connection, before sending the 101. Serves it in this task until it ends.
 pub async fn serve_registered<S>(hub: &HubHandle, stream: S, registration: Registration)
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    serve_registered_on(&Tokio, hub, TokioAdapter::new(stream), registration).await;
+    serve_registered_on(&Tokio, hub, Io(stream), registration).await;
 }
 
 /// Serves a connection that a host framework has already upgraded (for axum:
@@ -144,11 +144,56 @@ where
 /// [`HubHandle::admit`] gave for its request.
 ///
 /// For [`Admission::Reject`] it sends the close frame and ends; for [`Admission::Accept`] it
-/// registers the connection and runs its reader (in this task) and writer (spawned) until
-/// the connection ends.
+/// registers the connection and serves it in this task until it ends.
 pub async fn serve_upgraded<S>(hub: &HubHandle, stream: S, admission: Admission)
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    serve_upgraded_on(&Tokio, hub, TokioAdapter::new(stream), admission).await;
+    serve_upgraded_on(&Tokio, hub, Io(stream), admission).await;
+}
+
+/// A tokio stream seen through the `futures` IO traits that the shared glue is written
+/// against. Unlike async-tungstenite's `TokioAdapter`, it passes vectored writes through, so
+/// that a connection's queued frames go out in one `writev`.
+struct Io<T>(T);
+
+impl<T: AsyncRead + Unpin> futures::io::AsyncRead for Io<T> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut [u8],
+    ) -> Poll<io::Result<usize>> {
+        let mut buf = ReadBuf::new(buf);
+        match Pin::new(&mut self.get_mut().0).poll_read(cx, &mut buf) {
+            Poll::Ready(Ok(())) => Poll::Ready(Ok(buf.filled().len())),
+            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
+impl<T: AsyncWrite + Unpin> futures::io::AsyncWrite for Io<T> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().0).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().0).poll_write_vectored(cx, bufs)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().0).poll_flush(cx)
+    }
+
+    fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().0).poll_shutdown(cx)
+    }
 }

@@ -13,7 +13,7 @@ use futures::channel::{mpsc, oneshot};
 use futures::future::{AbortHandle, AbortRegistration};
 use futures::SinkExt;
 
-use crate::conn::{ConnEntry, WriterCmd};
+use crate::conn::{ConnEntry, Flushes, Outbox};
 use crate::hub_task::Command;
 
 /// A cloneable, `Send + Sync` handle to a running hub task.
@@ -56,7 +56,8 @@ impl std::error::Error for PublishError {}
 /// What the handle, the connection tasks and the hub task share without a round trip.
 pub(crate) struct Shared {
     config: HubConfig,
-    /// The writer queue capacity: [`ferret_ws_core::Hub::max_queued_outputs`].
+    /// The most outputs a connection can have unflushed:
+    /// [`ferret_ws_core::Hub::max_queued_outputs`].
     queue_capacity: usize,
     /// The handshake decision and the connection slots (the core's; held here because
     /// handshakes are decided in the connections' own tasks).
@@ -65,6 +66,8 @@ pub(crate) struct Shared {
     head: Mutex<EventId>,
     /// Set when the hub task ended without a shutdown (it panicked).
     dead: AtomicBool,
+    /// Which connections wrote frames the hub task has yet to count.
+    pub(crate) flushes: Arc<Flushes>,
 }
 
 impl Shared {
@@ -75,6 +78,7 @@ impl Shared {
             queue_capacity,
             head: Mutex::new(head),
             dead: AtomicBool::new(false),
+            flushes: Arc::default(),
         }
     }
 
@@ -163,10 +167,8 @@ pub struct Registration {
 /// What serving a registered connection needs.
 pub(crate) struct Registered {
     pub(crate) id: oneshot::Receiver<ConnId>,
-    pub(crate) queued: mpsc::Receiver<WriterCmd>,
-    pub(crate) reader: AbortRegistration,
-    pub(crate) writer: AbortRegistration,
-    pub(crate) writer_abort: AbortHandle,
+    pub(crate) queue: Outbox,
+    pub(crate) task: AbortRegistration,
     pub(crate) slot: Slot,
 }
 
@@ -283,10 +285,9 @@ impl HubHandle {
     /// it reads the 101 gets the event. Never waits.
     pub fn register(&self, ticket: Ticket) -> Registration {
         let Ticket { params, slot } = ticket;
-        let (queue, queued) = mpsc::channel(self.shared.queue_capacity);
-        let (reader_abort, reader) = AbortHandle::new_pair();
-        let (writer_abort, writer) = AbortHandle::new_pair();
-        let entry = ConnEntry::new(queue, reader_abort, writer_abort.clone());
+        let queue = Outbox::new(self.shared.queue_capacity);
+        let (abort, task) = AbortHandle::new_pair();
+        let entry = ConnEntry::new(queue.clone(), abort);
         let (reply, id) = oneshot::channel();
         // A fresh sender always has room for one message, and the channel keeps the order in
         // which messages were sent: this one is ahead of any publish that follows.
@@ -298,10 +299,8 @@ impl HubHandle {
         Registration {
             parts: Some(Registered {
                 id,
-                queued,
-                reader,
-                writer,
-                writer_abort,
+                queue,
+                task,
                 slot,
             }),
             commands: self.commands.clone(),
@@ -358,6 +357,11 @@ impl HubHandle {
     /// gone. Pending until [`HubHandle::shutdown`] is called.
     pub async fn finished(&self) {
         self.ask(|reply| Command::WaitFinished { reply }).await;
+    }
+
+    /// Where a connection task tells the hub task it wrote frames.
+    pub(crate) fn flushes(&self) -> Arc<Flushes> {
+        Arc::clone(&self.shared.flushes)
     }
 
     /// A sender of its own for a connection task, so that its inputs are bounded by the

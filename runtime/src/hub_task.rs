@@ -17,6 +17,7 @@ use time::OffsetDateTime;
 
 use crate::conn::{ConnEntry, WriterCmd};
 use crate::handle::{HubHandle, PublishError, Shared};
+use crate::wire::{Encoder, WireFrame};
 use crate::Runtime;
 
 /// Room in the hub's inbound channel. Each sender may have one more message in flight, so
@@ -137,6 +138,7 @@ fn spawn<R: Runtime>(runtime: R, config: HubConfig, epoch: Epoch, source: Source
         conns: HashMap::new(),
         finished: Vec::new(),
         shared: Arc::clone(&shared),
+        wire: Encoder::default(),
     };
     let watched = Arc::clone(&shared);
     runtime.spawn(async move {
@@ -180,11 +182,15 @@ struct HubTask<R: Runtime> {
     /// Who waits for the shutdown to complete.
     finished: Vec<oneshot::Sender<()>>,
     shared: Arc<Shared>,
+    /// Gives each frame its wire header, once for all its recipients.
+    wire: Encoder,
 }
 
 /// Why the task woke up.
 enum Wake {
     Command(Command),
+    /// Connections wrote frames: collect how many from their queues.
+    Flushed,
     /// Every sender is gone: no handle and no connection task is left.
     Closed,
     Timer,
@@ -193,8 +199,14 @@ enum Wake {
 impl<R: Runtime> HubTask<R> {
     async fn run(mut self, mut inbox: mpsc::Receiver<Command>) {
         let mut timer: Option<(Instant, Pin<Box<R::Sleep>>)> = None;
+        let flushes = Arc::clone(&self.shared.flushes);
+        let mut wrote = Vec::new();
         loop {
             let wake = poll_fn(|cx| {
+                flushes.register(cx);
+                if flushes.take(&mut wrote) {
+                    return Poll::Ready(Wake::Flushed);
+                }
                 if let Poll::Ready(command) = inbox.poll_next_unpin(cx) {
                     return Poll::Ready(command.map_or(Wake::Closed, Wake::Command));
                 }
@@ -219,11 +231,16 @@ impl<R: Runtime> HubTask<R> {
                         sequencer.set_wall_clock(now, wall);
                     }
                 }
+                Wake::Flushed => self.flushed(now, &wrote),
                 Wake::Command(command) => {
                     self.handle(now, command);
                     handled = 1;
                     while handled < MAX_COMMANDS_PER_WAKE {
                         let Ok(command) = inbox.try_recv() else { break };
+                        // Writes first, as they came: they make room in the queues.
+                        if flushes.take(&mut wrote) {
+                            self.flushed(now, &wrote);
+                        }
                         self.handle(now, command);
                         handled += 1;
                     }
@@ -304,6 +321,22 @@ impl<R: Runtime> HubTask<R> {
         self.drain();
     }
 
+    /// Collects what these connections wrote from their queues, in one go.
+    fn flushed(&mut self, now: Instant, wrote: &[ConnId]) {
+        for &conn in wrote {
+            let flushed = self.conns.get(&conn).map(|e| e.queue.take_flushed());
+            if let Some((frames @ 1.., bytes)) = flushed {
+                let input = Input::Flushed {
+                    conn,
+                    frames,
+                    bytes,
+                };
+                self.hub.handle_input(now, input);
+                self.drain();
+            }
+        }
+    }
+
     fn disconnected(&mut self, now: Instant, conn: ConnId, cause: DisconnectCause) {
         tracing::debug!(%conn, ?cause, "connection ended");
         self.hub
@@ -343,11 +376,17 @@ impl<R: Runtime> HubTask<R> {
     fn drain(&mut self) {
         while let Some(output) = self.hub.poll_output() {
             let (conn, command) = match output {
-                Output::Send { conn, frame } => (conn, WriterCmd::Text(frame)),
-                Output::Ping { conn } => (conn, WriterCmd::Ping),
+                Output::Send { conn, frame } => (conn, WriterCmd::Frame(self.wire.text(frame))),
+                Output::Ping { conn } => (conn, WriterCmd::Frame(WireFrame::ping())),
                 Output::Close { conn, code, reason } => {
                     tracing::debug!(%conn, %code, reason, "closing connection");
                     (conn, WriterCmd::Close(code, reason))
+                }
+                Output::Discard { conn } => {
+                    if let Some(entry) = self.conns.get(&conn) {
+                        entry.queue.discard();
+                    }
+                    continue;
                 }
                 Output::Abort { conn } => {
                     tracing::debug!(%conn, "aborting connection: its close did not finish in time");
@@ -376,17 +415,10 @@ impl<R: Runtime> HubTask<R> {
                     continue;
                 }
             };
-            let Some(entry) = self.conns.get_mut(&conn) else {
-                continue;
-            };
-            if let Err(e) = entry.queue.try_send(command) {
-                // Disconnected: the writer is gone and its reader is about to report the end.
-                // Full cannot happen while writers report what they flushed (the queue holds
-                // `max_queued_outputs`); if it does, the frame is lost and it is our bug.
-                if e.is_full() {
-                    tracing::error!(%conn, "writer queue overflow: a frame was dropped");
-                    debug_assert!(false, "writer queue of {conn} overflowed");
-                }
+            if let Some(entry) = self.conns.get_mut(&conn) {
+                // Refused only once the connection's task has ended: its end is about to be
+                // reported. The core bounds what is queued (`max_queued_outputs`).
+                entry.queue.push(command);
             }
         }
     }

@@ -9,11 +9,11 @@
 //! # Theory of operation
 //!
 //! ```text
-//!       admit + register (sync)      Register / Input / Publish / ...        try_send
-//! handshake ──────────────► HubHandle ───────────────────────────► hub task ──────────► writer queue
-//!                                        (bounded futures mpsc)    owns Hub     (bounded, per connection)
-//!   reader task ── Text / Binary / Alive / Violation / Disconnected ──►│
-//!   writer task ── Flushed { frames, bytes } ──────────────────────────►│
+//!       admit + register (sync)      Register / Input / Publish / ...         push
+//! handshake ──────────────► HubHandle ───────────────────────────► hub task ──────────► connection queue
+//!                                        (bounded futures mpsc)    owns Hub     (per connection, shared)
+//!   connection task ── Text / Binary / Alive / Violation / Disconnected ──►│
+//!   connection task ── "I wrote": its id on a shared list, its counts in its queue ──►│
 //! ```
 //!
 //! - **Handshakes** are decided in the connection's task by the core's
@@ -22,14 +22,17 @@
 //!   `Register` command is queued ahead of anything the client can cause after reading it.
 //! - **The hub task** owns the [`ferret_ws_core::Hub`] and, in the embedded mode, the
 //!   [`Sequencer`](ferret_ws_core::Sequencer) outright. Each wake-up (a command or
-//!   its one timer) it reads the clock once, feeds the hub, drains every output into the
-//!   connections' writer queues with `try_send` (never waiting on a socket), and sleeps until
-//!   [`Hub::poll_timeout`](ferret_ws_core::Hub::poll_timeout).
-//! - **Per connection**, a reader task turns WebSocket messages into core inputs, and a writer
-//!   task takes frames from a bounded queue of [`Hub::max_queued_outputs`] entries, writes
-//!   them in batches and reports [`Input::Flushed`](ferret_ws_core::Input::Flushed). The core
-//!   counts what is queued, so the queue never overflows and a stalled socket stalls only its
-//!   own writer.
+//!   its one timer) it reads the clock once, feeds the hub, gives each frame its WebSocket
+//!   header once and pushes every output into the connections' queues (never waiting on a
+//!   socket), and sleeps until [`Hub::poll_timeout`](ferret_ws_core::Hub::poll_timeout).
+//! - **Per connection**, one task reads the client's frames through tungstenite and turns
+//!   them into core inputs, and writes what the hub queued straight to the socket: each
+//!   frame's header and its payload, shared with every other recipient, in vectored writes;
+//!   the hub task collects what it wrote, for many connections in one go, and feeds the core
+//!   [`Input::Flushed`](ferret_ws_core::Input::Flushed). tungstenite's own
+//!   replies (Pong, close frames) go out between two frames, never inside one. The core counts
+//!   what is queued (at most [`Hub::max_queued_outputs`] per connection), so a stalled socket
+//!   stalls only its own connection, and a queue's storage is given back when it drains.
 //! - **No protocol decisions here.** Which frames go where, when to ping, when and how to
 //!   close, what to drop: all of it comes from the core's outputs. The only limits set here
 //!   are defence in depth taken from the [`HubConfig`](ferret_ws_core::HubConfig)
@@ -46,6 +49,7 @@ mod conn;
 mod handle;
 mod hub_task;
 mod serve;
+mod wire;
 
 pub use async_tungstenite;
 pub use async_tungstenite::tungstenite;
@@ -53,8 +57,7 @@ pub use handle::{Admission, HubHandle, PublishError, Registration, Slot, Ticket}
 pub use hub_task::{start_external_on, start_on, start_with_epoch_on, FetchRequest};
 pub use serve::{
     is_per_connection, serve_incoming_on, serve_registered_on, serve_stream_on, serve_upgraded_on,
-    websocket_config, HandshakeFields, ACCEPT_ERROR_PAUSE, READ_BUFFER_SIZE, WRITE_BUFFER_SIZE,
-    WS_PATH,
+    websocket_config, HandshakeFields, ACCEPT_ERROR_PAUSE, READ_BUFFER_SIZE, WS_PATH,
 };
 
 /// What a runtime adapter provides: the only things in which async runtimes truly differ

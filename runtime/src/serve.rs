@@ -1,6 +1,7 @@
 //! Handshakes and the accept loop: from a byte stream to a served connection.
 
 use std::borrow::Cow;
+use std::future::Future;
 use std::io;
 use std::net::IpAddr;
 use std::time::Duration;
@@ -16,43 +17,43 @@ use async_tungstenite::tungstenite::protocol::frame::CloseFrame;
 use async_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 use async_tungstenite::WebSocketStream;
 
+use crate::conn::{self, Connection, Socket};
 use crate::handle::{Admission, HubHandle, Registration, Slot};
-use crate::{conn, Runtime};
+use crate::Runtime;
 
 /// The path of the event stream (PROTOCOL.md §2); the standalone accept loop answers 404 to
 /// any other.
 pub const WS_PATH: &str = "/ws";
 
-/// tungstenite's read buffer per connection. Client messages are small JSON (4 KiB at most
-/// by default); the 128 KiB default would cost ~135 KiB per idle connection.
-pub const READ_BUFFER_SIZE: usize = 4 << 10;
+/// tungstenite's read buffer per connection, and the most it reads from the socket at once.
+/// Client messages are small JSON (`{"type":"ping"}` is 21 bytes on the wire, a Pong 6): this
+/// takes the usual ones in one read and costs little while a connection is idle; a longer
+/// message (at most `max_client_message`) grows the buffer to its size. tungstenite's 128 KiB
+/// default would cost ~135 KiB per idle connection, and 4 KiB was half of what an idle
+/// connection cost.
+pub const READ_BUFFER_SIZE: usize = 512;
 
-/// How much tungstenite collects before writing to the socket. The writer flushes after each
-/// batch anyway; this merges frames into fewer writes. 16 KiB took the shared harness's
-/// `slow` scenario (4 KiB events) from 271k to 405k deliveries/s against 4 KiB, and costs
-/// nothing while a connection is idle: the buffer grows only when frames are written.
-pub const WRITE_BUFFER_SIZE: usize = 16 << 10;
-
-/// The smallest frame that tungstenite's write buffer always takes whole. The core lets one
-/// frame of any size into an empty send queue, and the publish API takes bodies up to 1 MiB.
-const MIN_LARGEST_FRAME: usize = 2 << 20;
+/// The most tungstenite may hold of its own frames (Pongs, close frames) while the
+/// connection's socket takes none (see `conn::Socket`). The hub's frames never pass through
+/// tungstenite's write buffer: the connection writes them itself.
+const MAX_REPLY_BUFFER: usize = 4 << 10;
 
 /// How long an accept loop pauses after an accept error that is not about one connection (such
 /// as running out of file descriptors), so that it does not spin while the condition lasts.
 pub const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(100);
 
-/// The tungstenite settings for a hub's connections: small buffers for small JSON frames, a
-/// finite write buffer, and, as defence in depth, the client message limit of `config`.
+/// The tungstenite settings for a hub's connections: a small read buffer for small JSON
+/// messages, a write buffer for tungstenite's own replies only, and, as defence in depth, the
+/// client message limit of `config`.
 ///
 /// A message of exactly `max_client_message` bytes is accepted; a larger message or frame
 /// is a [`Violation::MessageTooLarge`](ferret_ws_core::Violation::MessageTooLarge), which the
 /// hub closes with 1009.
 pub fn websocket_config(config: &HubConfig) -> WebSocketConfig {
-    let largest_frame = config.send_queue_bytes().max(MIN_LARGEST_FRAME);
     WebSocketConfig::default()
         .read_buffer_size(READ_BUFFER_SIZE)
-        .write_buffer_size(WRITE_BUFFER_SIZE)
-        .max_write_buffer_size(WRITE_BUFFER_SIZE + largest_frame + 64)
+        .write_buffer_size(0) // hand each reply over at once: they are rare and small
+        .max_write_buffer_size(MAX_REPLY_BUFFER)
         .max_message_size(Some(config.max_client_message()))
         .max_frame_size(Some(config.max_client_message()))
 }
@@ -186,7 +187,7 @@ pub async fn serve_stream_on<R, S>(
 {
     // The handshake and the registration run boxed: their state is large and needed once;
     // inline, it would stay part of this task's memory for as long as the connection lives.
-    let setup = async {
+    let mut connection = boxed(async {
         let mut upgraded = None;
         let callback = |request: &Request, response: Response| -> Result<Response, ErrorResponse> {
             if request.uri().path() != WS_PATH {
@@ -220,7 +221,7 @@ pub async fn serve_stream_on<R, S>(
         // `handshake_timeout`. The inner block ends the borrow of `upgraded` by the callback.
         let handshaken = {
             let handshake = std::pin::pin!(async_tungstenite::accept_hdr_async_with_config(
-                stream,
+                Socket::new(stream),
                 callback,
                 Some(config)
             ));
@@ -242,17 +243,26 @@ pub async fn serve_stream_on<R, S>(
             }
         };
         match upgraded? {
-            Upgraded::Accepted(registration) => conn::start(runtime, hub, ws, registration).await,
+            Upgraded::Accepted(registration) => conn::start(hub, ws, registration).await,
             Upgraded::Rejected(rejection, slot) => {
                 reject(runtime, hub, ws, rejection, slot).await;
                 None
             }
         }
-    };
-    let reader = Box::pin(setup).await;
-    if let Some(reader) = reader {
-        reader.await;
+    })
+    .await;
+    // Awaited where it lies, not moved out of the `Option` into a second place in this
+    // future. `Err`: the hub aborted it.
+    if let Some(connection) = &mut connection {
+        let _ = connection.await;
     }
+}
+
+/// `future` on the heap, so that the future awaiting it holds only a pointer to its state.
+fn boxed<'a, T>(
+    future: impl Future<Output = T> + Send + 'a,
+) -> std::pin::Pin<Box<dyn Future<Output = T> + Send + 'a>> {
+    Box::pin(future)
 }
 
 /// What the handshake callback decided for an upgrade.
@@ -264,7 +274,7 @@ enum Upgraded {
 /// Serves a stream that a host framework (hyper, axum) has already upgraded, for a
 /// connection it [registered](HubHandle::register) before sending the 101.
 pub async fn serve_registered_on<R, S>(
-    runtime: &R,
+    _runtime: &R, // the connection runs in the caller's task: nothing to spawn
     hub: &HubHandle,
     stream: S,
     registration: Registration,
@@ -272,14 +282,24 @@ pub async fn serve_registered_on<R, S>(
     R: Runtime,
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let setup = async {
-        let ws = websocket(hub, stream).await;
-        conn::start(runtime, hub, ws, registration).await
-    };
-    let reader = Box::pin(setup).await; // boxed: see serve_stream_on
-    if let Some(reader) = reader {
-        reader.await;
+    let mut connection = boxed(registered(hub, stream, registration)).await; // see serve_stream_on
+                                                                             // Awaited where it lies, not moved out of the `Option` into a second place in this
+                                                                             // future. `Err`: the hub aborted it.
+    if let Some(connection) = &mut connection {
+        let _ = connection.await;
     }
+}
+
+async fn registered<S>(
+    hub: &HubHandle,
+    stream: S,
+    registration: Registration,
+) -> Option<futures::future::Abortable<Connection<S>>>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let ws = websocket(hub, stream).await;
+    conn::start(hub, ws, registration).await
 }
 
 /// Serves a stream that a host framework (hyper, axum) has already upgraded after answering
@@ -295,28 +315,34 @@ where
     R: Runtime,
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    match admission {
-        Admission::Accept(ticket) => {
-            let registration = hub.register(ticket);
-            serve_registered_on(runtime, hub, stream, registration).await;
+    // Boxed setup, then the connection awaited where it lies: see serve_stream_on.
+    let mut connection = boxed(async {
+        match admission {
+            Admission::Accept(ticket) => registered(hub, stream, hub.register(ticket)).await,
+            Admission::Reject(rejection, slot) => {
+                let ws = websocket(hub, stream).await;
+                reject(runtime, hub, ws, rejection, slot).await;
+                None
+            }
+            Admission::Refuse(refusal) => {
+                let status = refusal.status;
+                tracing::warn!(status, "an upgraded stream came with a refusal; dropped");
+                None
+            }
         }
-        Admission::Reject(rejection, slot) => {
-            let ws = websocket(hub, stream).await;
-            reject(runtime, hub, ws, rejection, slot).await;
-        }
-        Admission::Refuse(refusal) => {
-            let status = refusal.status;
-            tracing::warn!(status, "an upgraded stream came with a refusal; dropped");
-        }
+    })
+    .await;
+    if let Some(connection) = &mut connection {
+        let _ = connection.await;
     }
 }
 
-async fn websocket<S>(hub: &HubHandle, stream: S) -> WebSocketStream<S>
+async fn websocket<S>(hub: &HubHandle, stream: S) -> WebSocketStream<Socket<S>>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     let config = websocket_config(hub.config());
-    WebSocketStream::from_raw_socket(stream, Role::Server, Some(config)).await
+    WebSocketStream::from_raw_socket(Socket::new(stream), Role::Server, Some(config)).await
 }
 
 /// Sends the rejection's close frame and waits for the client's answer, as long as the hub
@@ -325,7 +351,7 @@ where
 async fn reject<R, S>(
     runtime: &R,
     hub: &HubHandle,
-    mut ws: WebSocketStream<S>,
+    mut ws: WebSocketStream<Socket<S>>,
     rejection: Rejection,
     _slot: Slot,
 ) where

@@ -105,6 +105,11 @@ pub struct Settings {
     #[arg(long, env = "FERRET_WS_SEND_QUEUE_BYTES", value_name = "SIZE", default_value = "1MiB", value_parser = parse_size)]
     pub send_queue_bytes: usize,
 
+    /// Bytes queued to all connections together (a frame sent to many counts once); past it,
+    /// those with the most queued are closed (4008).
+    #[arg(long, env = "FERRET_WS_MAX_QUEUED_BYTES", value_name = "SIZE", default_value = "256MiB", value_parser = parse_size)]
+    pub max_queued_bytes: usize,
+
     /// A browser origin allowed to open /ws (repeatable, or comma-separated; `*` allows all).
     /// Replaces the default: the server's own http://127.0.0.1:PORT and http://localhost:PORT.
     /// Requests without Origin (not browsers) are always allowed.
@@ -371,6 +376,7 @@ impl Settings {
             .client_burst(self.client_burst)
             .send_queue_frames(self.send_queue_frames)
             .send_queue_bytes(self.send_queue_bytes)
+            .max_queued_bytes(self.max_queued_bytes)
             .shutdown_grace(self.shutdown_grace)
             .handshake_timeout(self.handshake_timeout)
             .allowed_origins(origins)
@@ -467,6 +473,7 @@ mod tests {
         assert_eq!(s.max_client_message, 4096);
         assert_eq!((s.client_rate, s.client_burst), (20, 40));
         assert_eq!((s.send_queue_frames, s.send_queue_bytes), (256, 1 << 20));
+        assert_eq!(s.max_queued_bytes, 256 << 20);
         assert!(s.allowed_origins.is_empty() && s.token.is_none() && s.scan_roots.is_empty());
         assert!(!s.allow_insecure_bind);
         assert_eq!(s.shutdown_grace, Duration::from_secs(5));
@@ -494,6 +501,8 @@ mod tests {
             "1MiB",
             "--send-queue-bytes",
             "2048",
+            "--max-queued-bytes",
+            "64MiB",
             "--bind",
             ":0",
             "--allowed-origin",
@@ -506,6 +515,7 @@ mod tests {
         assert_eq!(s.liveness_timeout, Duration::from_secs(300));
         assert_eq!(s.max_client_message, 1 << 20);
         assert_eq!(s.send_queue_bytes, 2048);
+        assert_eq!(s.hub_config().unwrap().max_queued_bytes(), 64 << 20);
         assert_eq!(s.bind, "127.0.0.1:0".parse().unwrap());
         assert_eq!(
             s.hub_config().unwrap().allowed_origins(),

@@ -8,7 +8,9 @@
 //!
 //! After every operation [`hub_ops`] checks, with a reference model of delivery:
 //! - the simulation's own checks ([`Sim`]: stream order, frame shapes, nothing after a close,
-//!   queue bounds), bounded replay buffer, nothing kept for removed connections, and
+//!   queue bounds), bounded replay buffer, nothing kept for removed connections, the bytes
+//!   queued to all connections counted as the writers hold them (a shared frame once) and
+//!   never past `max_queued_bytes` by more than one frame, and
 //!   `poll_timeout` later than the last `handle_timeout`;
 //! - liveness: a silent connection is closed within `[timeout, timeout + interval]` of its
 //!   last sign of life, and one that answers every ping and never stalled is never closed for
@@ -211,6 +213,11 @@ fn hub_config(bytes: &[u8; CONFIG_BYTES]) -> HubConfig {
         .replay_buffer_bytes(100 * (1 + usize::from(bytes[3] % 16)))
         .replay_ttl(ms(500 * (1 + u64::from(bytes[4] % 20))))
         .send_queue_frames(1 + usize::from(bytes[5] % 8))
+        // The byte's high bits: 0 (as in the seeds) leaves the default, far out of reach.
+        .max_queued_bytes(match bytes[5] >> 3 {
+            0 => 256 << 20,
+            n => 64 * usize::from(n),
+        })
         .send_queue_bytes(128 * (1 + usize::from(bytes[6] % 16)))
         .client_rate(1 + u32::from(bytes[7] % 50))
         .client_burst(1 + u32::from(bytes[8] % 10))
@@ -432,7 +439,7 @@ impl Run {
                 if client.removed || frames == 0 {
                     return;
                 }
-                let bytes = client.unflushed.drain(..frames).sum();
+                let bytes = client.unflushed.drain(..frames).map(|f| f.len()).sum();
                 let now = self.sim.now;
                 self.sim.hub.handle_input(
                     now,
@@ -764,6 +771,23 @@ impl Run {
             context(),
             metrics.replay_bytes
         );
+        // The global budget: the hub counts what the writers hold, each shared frame once, and
+        // that never passes the budget by more than one frame (before the shutdown).
+        let queued = metrics.queued_bytes;
+        assert_eq!(
+            queued,
+            sim.queued_bytes(),
+            "{}\nthe hub counts {queued} bytes queued, the writers hold {}",
+            context(),
+            sim.queued_bytes()
+        );
+        // Shutdown notices always go (each connection's last frame), budget or not.
+        let bound = self.config.max_queued_bytes() + sim.largest_frame;
+        assert!(
+            queued <= bound || sim.hub.is_shutting_down(),
+            "{}\n{queued} bytes queued, more than the budget and one frame ({bound})",
+            context()
+        );
         let deadline = self.config.liveness_timeout() + self.config.heartbeat_interval();
         for (id, client) in &sim.clients {
             let queued = sim.hub.queued(*id);
@@ -771,7 +795,10 @@ impl Run {
                 assert_eq!(queued, None, "{}\n{id} removed but still known", context());
                 continue;
             }
-            let model = (client.unflushed.len(), client.unflushed.iter().sum());
+            let model = (
+                client.unflushed.len(),
+                client.unflushed.iter().map(|f| f.len()).sum(),
+            );
             assert_eq!(queued, Some(model), "{}\n{id} queue", context());
             assert!(
                 model.0 <= sim.hub.max_queued_outputs(),

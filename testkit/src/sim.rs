@@ -8,7 +8,7 @@
 //! (`+1500ms send c1 heartbeat 3`), so tests read like timelines and two runs of the same
 //! history can be compared line by line.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::fmt::Write as _;
 use std::time::{Duration, Instant};
 
@@ -53,6 +53,8 @@ pub struct Sim {
     /// Fetches the hub asked of the log ([`Output::Fetch`]), in order: the connection, the
     /// anchor and the end of the range. Answer them with [`Sim::answer_fetch`].
     pub fetches: Vec<(ConnId, EventId, Seq)>,
+    /// The largest frame the hub has sent.
+    pub largest_frame: usize,
     /// The wall-clock time of `start`, for the timestamps of the log's events.
     wall: OffsetDateTime,
 }
@@ -82,9 +84,9 @@ pub struct Client {
     pub accepted_at: Option<Instant>,
     /// The hub's head when it was accepted.
     pub accepted_head: Option<EventId>,
-    /// Bytes of frames written to the socket but not yet flushed by the client, in order; a
-    /// ping is 0 bytes.
-    pub unflushed: VecDeque<usize>,
+    /// Frames written to the socket but not yet flushed by the client, in order; a ping is
+    /// empty.
+    pub unflushed: VecDeque<Bytes>,
 }
 
 /// A frame a client received, decoded.
@@ -166,6 +168,7 @@ impl Sim {
             violations: Vec::new(),
             auto_flush: true,
             heartbeats: Vec::new(),
+            largest_frame: 0,
         }
     }
 
@@ -386,7 +389,7 @@ impl Sim {
             return false;
         }
         let frames = client.unflushed.len();
-        let bytes = client.unflushed.drain(..).sum();
+        let bytes = client.unflushed.drain(..).map(|f| f.len()).sum();
         let flushed = Input::Flushed {
             conn,
             frames,
@@ -444,6 +447,19 @@ impl Sim {
         }
     }
 
+    /// Bytes of the distinct frames the clients' writers hold: a frame sent to several of
+    /// them (one allocation) counts once. What the hub's `queued_bytes` should say.
+    pub fn queued_bytes(&self) -> usize {
+        let held: BTreeSet<(usize, usize)> = self
+            .clients
+            .values()
+            .filter(|c| !c.removed)
+            .flat_map(|c| c.unflushed.iter())
+            .map(|f| (f.as_ptr() as usize, f.len()))
+            .collect();
+        held.iter().map(|(_, len)| len).sum()
+    }
+
     /// Lines of the transcript, joined.
     pub fn transcript(&self) -> String {
         self.transcript.join("\n")
@@ -464,6 +480,7 @@ impl Sim {
         let conn = match &output {
             Output::Send { conn, .. }
             | Output::Ping { conn }
+            | Output::Discard { conn }
             | Output::Close { conn, .. }
             | Output::Abort { conn } => *conn,
             Output::Fetch {
@@ -490,7 +507,10 @@ impl Sim {
             ));
             return;
         };
-        if client.removed || (client.closed.is_some() && !matches!(output, Output::Abort { .. })) {
+        // Once closed, a connection may still have its queue dropped (the global budget) or be
+        // aborted; nothing else.
+        let after_close = matches!(output, Output::Abort { .. } | Output::Discard { .. });
+        if client.removed || (client.closed.is_some() && !after_close) {
             self.violations
                 .push(format!("output after close or removal: {output:?}"));
         }
@@ -498,7 +518,8 @@ impl Sim {
         let mut answer_ping = false;
         match output {
             Output::Send { frame, .. } => {
-                client.unflushed.push_back(frame.len());
+                self.largest_frame = self.largest_frame.max(frame.len());
+                client.unflushed.push_back(frame.clone());
                 match decode(&frame) {
                     Ok(decoded) => {
                         if let Some(broken) = stream_order(client, &decoded) {
@@ -526,10 +547,15 @@ impl Sim {
                 }
             }
             Output::Ping { .. } => {
-                client.unflushed.push_back(0);
+                client.unflushed.push_back(Bytes::new());
                 client.pings += 1;
                 answer_ping = client.responsive && !client.stalled;
                 let _ = write!(line, "ping {conn}");
+            }
+            Output::Discard { .. } => {
+                // The writer drops what it has not begun; in the model nothing is half-written.
+                client.unflushed.clear();
+                let _ = write!(line, "discard {conn}");
             }
             Output::Close { code, reason, .. } => {
                 client.closed = Some((code, reason.to_owned()));

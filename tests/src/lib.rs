@@ -407,6 +407,81 @@ impl Client {
             .expect("send binary");
     }
 
+    /// Sends Pings back to back, each with its number as payload, and meanwhile reads `count`
+    /// events (heartbeats skipped), pausing for `hold` before each half of them, so that
+    /// the server's socket fills in the middle of a frame. Returns the events and how many Pongs came back.
+    /// tungstenite checks every frame the server sends (framing, UTF-8); this also checks that
+    /// each event is whole JSON and each Pong echoes a Ping that was sent.
+    pub async fn read_events_while_pinging(
+        self,
+        hold: Duration,
+        count: usize,
+    ) -> (Vec<Value>, u64) {
+        use futures::future::poll_fn;
+        use std::cell::Cell;
+        use std::task::Poll;
+        let ctx = self.ctx.clone();
+        let (mut sender, mut receiver) = self.ws.split();
+        let sent = Cell::new(0u64);
+        let pinging = async {
+            loop {
+                let n = sent.get();
+                let ping = Message::Ping(n.to_be_bytes().to_vec().into());
+                if sender.send(ping).await.is_err() {
+                    return;
+                }
+                sent.set(n + 1);
+                // Let the reader run between two pings, whatever the socket does.
+                let mut yielded = false;
+                poll_fn(|cx| {
+                    if std::mem::replace(&mut yielded, true) {
+                        return Poll::Ready(());
+                    }
+                    cx.waker().wake_by_ref();
+                    Poll::Pending
+                })
+                .await;
+            }
+        };
+        let reading = async {
+            let (mut events, mut pongs) = (Vec::new(), 0);
+            let mut held = 0;
+            while events.len() < count {
+                if events.len() >= held * count.div_ceil(2) {
+                    held += 1;
+                    ctx.sleep(hold).await;
+                }
+                match ctx.within(PATIENCE, "a frame", receiver.next()).await {
+                    Some(Ok(Message::Text(text))) => {
+                        let json: Value = serde_json::from_str(&text)
+                            .unwrap_or_else(|e| panic!("not whole JSON ({e}): {:.80}", &*text));
+                        if json["type"] != "heartbeat" {
+                            events.push(json);
+                        }
+                    }
+                    Some(Ok(Message::Pong(payload))) => {
+                        let n = u64::from_be_bytes(
+                            payload[..]
+                                .try_into()
+                                .expect("a Pong echoes its 8-byte Ping"),
+                        );
+                        assert!(n < sent.get(), "a Pong for Ping {n}, never sent");
+                        pongs += 1;
+                    }
+                    Some(Ok(Message::Ping(_))) => {}
+                    other => panic!("expected events and Pongs, got {other:?}"),
+                }
+            }
+            (events, pongs)
+        };
+        let (pinging, reading) = (std::pin::pin!(pinging), std::pin::pin!(reading));
+        let outcome = select(pinging, reading).await;
+        match outcome {
+            Either::Right((read, _)) => read,
+            Either::Left(_) => panic!("the server stopped taking Pings"),
+        }
+    }
+
     /// Closes with 1000 and reads until the server has answered.
     pub async fn close(mut self) {
         let normal = tungstenite::protocol::CloseFrame {

@@ -900,6 +900,92 @@ pub async fn graceful_shutdown(h: Ctx) {
     assert!(codes.contains(&1001), "{codes:?}");
 }
 
+/// One large event to many connections: each gets it whole, the queues count it once while
+/// they hold it, and once everyone has it the hub's accounting is back to nothing queued
+/// (PROTOCOL.md §5 Memory); small events flow on as before.
+pub async fn large_event_memory_returns(h: Ctx) {
+    const CLIENTS: usize = 30;
+    let server = h.server(config().build().unwrap()).await;
+    let mut clients = Vec::new();
+    for _ in 0..CLIENTS {
+        clients.push(connect_synced(&h, &server, "").await);
+    }
+    // As large as the publish API takes (1 MiB bodies), and within one connection's send queue
+    // beside a control frame still unreported.
+    let pad = "x".repeat(1_000_000);
+    let id = publish(&server.hub, "job_progress", json!({ "pad": pad })).await;
+    let queued = server.hub.metrics().await.queued_bytes;
+    assert!(
+        queued < 2 << 20,
+        "{queued} bytes queued: a frame shared by {CLIENTS} connections counts once"
+    );
+    let got = join_all(clients.iter_mut().map(|c| c.next_json())).await;
+    for json in &got {
+        assert_eq!(json["event_id"], id.to_string());
+        assert_eq!(
+            json["payload"]["pad"].as_str().map(str::len),
+            Some(1_000_000)
+        );
+    }
+    h.eventually("nothing queued", || async {
+        (server.hub.metrics().await.queued_bytes == 0).then_some(())
+    })
+    .await;
+    for i in 0..5 {
+        let id = publish(&server.hub, "job_progress", json!({ "i": i })).await;
+        for client in &mut clients {
+            assert_eq!(client.next_json().await["event_id"], id.to_string());
+        }
+    }
+    h.eventually("nothing queued", || async {
+        (server.hub.metrics().await.queued_bytes == 0).then_some(())
+    })
+    .await;
+    assert_eq!(closes(&server.hub, 4008).await, 0);
+}
+
+/// A client that pings in a tight loop while large frames are fanned out to it sees only
+/// well-formed frames: tungstenite's Pongs go out between the hub's frames, never inside one
+/// (RFC 6455 §5.4), also while the socket is full in the middle of a frame.
+pub async fn pongs_never_split_a_frame(h: Ctx) {
+    const EVENTS: usize = 80;
+    let config = config().send_queue_bytes(64 << 20);
+    let server = h.server(config.build().unwrap()).await;
+    let pinger = connect_synced(&h, &server, "").await;
+    let mut other = connect_synced(&h, &server, "").await;
+    let pad = "y".repeat(256 << 10);
+    let publisher = async {
+        let mut ids = Vec::new();
+        for i in 0..EVENTS {
+            ids.push(publish(&server.hub, "job_progress", json!({ "i": i, "pad": pad })).await);
+        }
+        ids
+    };
+    let reader = async {
+        let mut got = Vec::new();
+        for _ in 0..EVENTS {
+            got.push(other.next_json().await["event_id"].to_string());
+        }
+        got
+    };
+    // 20 MiB for the pinger, which stops reading now and then: more than the kernel's buffers
+    // on both sides hold, so the server's socket fills in the middle of a frame.
+    let pinging = pinger.read_events_while_pinging(Duration::from_millis(300), EVENTS);
+    let (((events, pongs), ids), other_got) = join(join(pinging, publisher), reader).await;
+    let seqs: Vec<String> = events.iter().map(|e| e["event_id"].to_string()).collect();
+    let want: Vec<String> = ids.iter().map(|id| format!("\"{id}\"")).collect();
+    assert_eq!(seqs, want, "every event, whole and in order");
+    for event in &events {
+        assert_eq!(
+            event["payload"]["pad"].as_str().map(str::len),
+            Some(256 << 10)
+        );
+    }
+    assert!(pongs > 0, "the server answered Pings meanwhile");
+    assert_eq!(other_got, want, "the other client is not disturbed");
+    assert_eq!(closes(&server.hub, 4008).await, 0);
+}
+
 /// A client that connects and never finishes its request head (slowloris) is dropped once
 /// `handshake_timeout` has passed, without an answer and without ever reaching the hub; a
 /// client that completes its handshake in time is served, also past that timeout.

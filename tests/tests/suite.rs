@@ -42,6 +42,8 @@ macro_rules! full_suite {
                 graceful_shutdown,
                 unfinished_handshake_dropped,
                 registered_at_the_101,
+                large_event_memory_returns,
+                pongs_never_split_a_frame,
             ]
         );
     };
