@@ -52,7 +52,7 @@ else
     "fanout 1000x200 @100/s|-|fanout --subscribers 1000 --events 200 --rate 100 --publishers 4 --payload-bytes 100 --timeout-s 30 --stall-s 10"
     "idle 5000 x 20s|-|idle --connections 5000 --seconds 20 --connect-concurrency 64"
     "slow 200 (2 slow) x2000, 4 KiB|-|slow --subscribers 200 --slow 2 --events 2000 --rate max --publishers 4 --payload-bytes 4096 --slow-rcvbuf 16384 --timeout-s 60 --stall-s 10 --drain-s 10"
-    "bigevent 1 MB to 100|-|bigevent --subscribers 100 --payload-bytes 1000000 --settle-s 2 --timeout-s 60"
+    "bigevent 1 MB to 1000|-|bigevent --subscribers 1000 --payload-bytes 1000000 --settle-s 2 --timeout-s 90"
     "idle 15000 x 20s, 1 s heartbeat|$hb|idle --connections 15000 --seconds 20 --connect-concurrency 64"
   )
   rounds=${BENCH_ROUNDS:-2}

@@ -53,6 +53,10 @@ const MAX_IOV: usize = 64;
 /// is always taken whole when nothing is waiting, whatever its size.
 const MAX_REPLIES: usize = 512;
 
+/// Queue slots a connection keeps while it has nothing to write (48 bytes each): room for a
+/// heartbeat and its Ping, or an event, without allocating, and no more.
+const IDLE_SLOTS: usize = 4;
+
 /// Rounds of reading and writing in one poll before the task yields to its runtime, so that a
 /// connection that always has work cannot starve the others on its worker thread.
 const MAX_ROUNDS: usize = 32;
@@ -188,9 +192,8 @@ impl Outbox {
                 return false;
             }
             if queued.commands.capacity() == 0 {
-                // Storage was given back when the connection went idle: take room for a
-                // batch at once rather than growing 4, 8, 16.
-                queued.commands.reserve(16);
+                // Storage was given back when the connection went idle.
+                queued.commands.reserve(IDLE_SLOTS);
             }
             queued.commands.push_back(command);
             debug_assert!(
@@ -231,12 +234,21 @@ impl Outbox {
 
     /// Moves everything queued into the empty `into` (swapping the two queues, so that
     /// storage is reused while busy); `false` and the task's waker registered when nothing is
-    /// queued, and then neither queue keeps any storage.
+    /// queued, and then the two keep [`IDLE_SLOTS`] slots of storage between them, for the
+    /// next frame, and give the rest back.
     fn take(&self, into: &mut VecDeque<WriterCmd>, cx: &mut Context<'_>) -> bool {
         debug_assert!(into.is_empty());
         let mut queued = self.lock();
         if queued.commands.is_empty() {
-            queued.commands = VecDeque::new();
+            let kept = [queued.commands.capacity(), into.capacity()]
+                .into_iter()
+                .position(|capacity| (1..=IDLE_SLOTS).contains(&capacity));
+            let keep = match kept {
+                Some(0) => std::mem::take(&mut queued.commands),
+                Some(_) => std::mem::take(into),
+                None => VecDeque::new(),
+            };
+            queued.commands = keep;
             *into = VecDeque::new();
             match &queued.waker {
                 Some(waker) if waker.will_wake(cx.waker()) => {}
