@@ -307,11 +307,19 @@ impl HubHandle {
         }
     }
 
-    /// Hands the hub an event sequenced by the external log, in the log's order (a hub started
-    /// with [`crate::start_external_on`]). The hub decides what a skip, a repeat or a new
-    /// epoch means; this only waits for room in the hub's channel.
-    pub async fn deliver(&self, event: SequencedEvent) {
-        let _ = self.commands.clone().send(Command::Deliver { event }).await;
+    /// Hands the hub events sequenced by the external log, in the log's order (a hub started
+    /// with [`crate::start_external_on`]): a batch costs one message to the hub task. The hub
+    /// decides what a skip, a repeat or a new epoch means; this only waits for room in the
+    /// hub's channel.
+    pub async fn deliver(&self, events: Vec<SequencedEvent>) {
+        if events.is_empty() {
+            return;
+        }
+        let _ = self
+            .commands
+            .clone()
+            .send(Command::Deliver { events })
+            .await;
     }
 
     /// Tells the hub that the external log started a new epoch that has no event yet.

@@ -59,9 +59,9 @@ pub(crate) enum Command {
     WaitFinished {
         reply: oneshot::Sender<()>,
     },
-    /// An event sequenced by the external log.
+    /// Events sequenced by the external log, in its order (one batch of a read).
     Deliver {
-        event: SequencedEvent,
+        events: Vec<SequencedEvent>,
     },
     /// The external log started a new epoch with no event yet.
     StartEpoch {
@@ -309,8 +309,11 @@ impl<R: Runtime> HubTask<R> {
                 self.finished.push(reply);
             }
             Command::WaitFinished { reply } => self.finished.push(reply),
-            Command::Deliver { event } => {
-                let _ = self.hub.deliver(now, event);
+            Command::Deliver { events } => {
+                for event in events {
+                    let _ = self.hub.deliver(now, event);
+                    self.drain();
+                }
                 self.shared.set_head(self.hub.head());
             }
             Command::StartEpoch { epoch } => {

@@ -114,14 +114,16 @@ async fn session(
                 "redis: stream entries that are not ferret-ws events were skipped"
             );
         }
-        for entry in entries {
-            if Some(entry.id.epoch) != position.epoch {
-                // The stream was lost and recreated under us: re-check before reading on.
-                next_check = tokio::time::Instant::now();
-                break;
-            }
-            deliver(cluster, hub, position, &entry).await;
+        // Up to the first entry of another epoch (the stream was lost and recreated under
+        // us): re-check before reading on.
+        let ours = entries
+            .iter()
+            .take_while(|e| Some(e.id.epoch) == position.epoch)
+            .count();
+        if ours < entries.len() {
+            next_check = tokio::time::Instant::now();
         }
+        deliver(cluster, hub, position, &entries[..ours]).await;
     }
 }
 
@@ -186,20 +188,24 @@ async fn prefill(
     let (mut entries, _) = decode_entries(&newest);
     entries.reverse();
     let epoch = position.epoch;
-    for entry in entries.iter().filter(|e| Some(e.id.epoch) == epoch) {
-        deliver(cluster, hub, position, entry).await;
-    }
+    let ours: Vec<Entry> = entries
+        .into_iter()
+        .filter(|e| Some(e.id.epoch) == epoch)
+        .collect();
+    deliver(cluster, hub, position, &ours).await;
     Ok(())
 }
 
-async fn deliver(cluster: &Cluster, hub: &HubHandle, position: &mut Position, entry: &Entry) {
-    hub.deliver(entry.event()).await;
-    position.last = entry.id.seq.0;
-    cluster
-        .inner
-        .status
-        .delivered
-        .store(position.last, Ordering::Relaxed);
+/// Hands the hub a batch of entries (one message) and moves the position past them.
+async fn deliver(cluster: &Cluster, hub: &HubHandle, position: &mut Position, entries: &[Entry]) {
+    let Some(last) = entries.last() else {
+        return;
+    };
+    hub.deliver(entries.iter().map(Entry::event).collect())
+        .await;
+    position.last = last.id.seq.0;
+    let status = &cluster.inner.status;
+    status.delivered.store(position.last, Ordering::Relaxed);
 }
 
 /// Answers the hub's fetches (`XRANGE` of the range asked, at most [`FETCH_BATCH`] entries),
