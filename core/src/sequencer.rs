@@ -174,59 +174,6 @@ impl KeyMemory {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::event::EventType;
-
-    fn event() -> Event {
-        Event::new(EventType::new("a").expect("valid"))
-    }
-
-    #[test]
-    fn ids_are_consecutive_from_one_and_the_head_follows() {
-        #[allow(clippy::disallowed_methods)] // one arbitrary origin; only offsets matter
-        let now = Instant::now();
-        let config = HubConfig::builder().build().expect("valid");
-        let mut seq = Sequencer::new(&config, Epoch(9), now, OffsetDateTime::UNIX_EPOCH);
-        assert_eq!(seq.head().to_string(), "00000009-0");
-        let ids: Vec<String> = (0..3)
-            .map(|_| seq.sequence(now, event()).id().to_string())
-            .collect();
-        assert_eq!(ids, ["00000009-1", "00000009-2", "00000009-3"]);
-        assert_eq!(seq.head().to_string(), "00000009-3");
-    }
-
-    #[test]
-    fn a_key_publishes_once_within_the_ttl_and_memory_is_capped() {
-        #[allow(clippy::disallowed_methods)]
-        let start = Instant::now();
-        let config = HubConfig::builder()
-            .replay_ttl(Duration::from_secs(10))
-            .max_idempotency_keys(2)
-            .build()
-            .expect("valid");
-        let mut seq = Sequencer::new(&config, Epoch(1), start, OffsetDateTime::UNIX_EPOCH);
-        let key = |k: &str| IdempotencyKey::new(k).expect("valid key");
-        let Sequenced::New(first) = seq.sequence_once(start, event(), key("a")) else {
-            panic!("the first use of a key publishes");
-        };
-        assert_eq!(
-            seq.sequence_once(start, event(), key("a")),
-            Sequenced::Repeat(first.id())
-        );
-        // Past the TTL the key is forgotten and publishes again.
-        let later = start + Duration::from_secs(10);
-        assert!(matches!(
-            seq.sequence_once(later, event(), key("a")),
-            Sequenced::New(_)
-        ));
-        // Past the count, the oldest key goes first.
-        seq.sequence_once(later, event(), key("b"));
-        seq.sequence_once(later, event(), key("c"));
-        assert_eq!(seq.remembered_keys(), 2);
-        assert!(matches!(
-            seq.sequence_once(later, event(), key("a")),
-            Sequenced::New(_)
-        ));
-    }
 
     #[test]
     fn keys_are_visible_ascii_of_1_to_128_bytes() {
