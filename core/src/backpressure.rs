@@ -94,10 +94,9 @@ impl SendQueue {
         limits: Limits,
         queued: &mut Queued,
     ) -> bool {
-        let fits =
-            self.frames < limits.frames && (self.frames == 0 || self.bytes + len <= limits.bytes);
+        let fits = self.try_push_shared(key, len, limits);
         if fits {
-            self.count(key, len, queued);
+            queued.add_holders(key, len, 1);
         }
         fits
     }
